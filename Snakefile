@@ -1,0 +1,19 @@
+# Tunes the W8A8 block-FP8 Triton GEMM (vLLM's _w8a8_triton_block_scaled_mm) and
+# writes vLLM/SGLang config JSONs. Run: snakemake --cores all --resources gpu=8
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/tune.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        all_config_files(),
+    default_target: True

@@ -1,0 +1,121 @@
+"""The W8A8 block-scaled FP8 GEMM, with the launch semantics of vLLM's
+`_w8a8_triton_block_scaled_mm`, so that a config tuned here means the same there.
+
+C[m, n] = sum_k (A[m, k] * As[m, k // block_k]) * (B[n, k] * Bs[n // block_n, k // block_k])
+
+The argument list (and so Triton's specialization of it: which ints are 1 or
+multiples of 16) is the one vLLM launches, so the compiled code we time is the
+code vLLM runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.search_space import Config
+
+OUT_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
+
+
+@triton.jit
+def block_fp8_matmul_kernel(
+    A, B, C, As, Bs,
+    M, N, K,
+    group_n, group_k,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    stride_as_m, stride_as_k, stride_bs_k, stride_bs_n,
+    BLOCK_SIZE_M: tl.constexpr,
+    BLOCK_SIZE_N: tl.constexpr,
+    BLOCK_SIZE_K: tl.constexpr,
+    GROUP_SIZE_M: tl.constexpr,
+):
+    # Grouped ("super-tile") program order: GROUP_SIZE_M row-tiles share each
+    # column sweep so that B tiles are reused from L2.
+    pid = tl.program_id(axis=0)
+    tiles_m = tl.cdiv(M, BLOCK_SIZE_M)
+    tiles_n = tl.cdiv(N, BLOCK_SIZE_N)
+    programs_per_group = GROUP_SIZE_M * tiles_n
+    group = pid // programs_per_group
+    group_first_m = group * GROUP_SIZE_M
+    group_rows = min(tiles_m - group_first_m, GROUP_SIZE_M)
+    tile_m = group_first_m + (pid % group_rows)
+    tile_n = (pid % programs_per_group) // group_rows
+
+    # Rows and columns past the edge wrap around (modulo) instead of being
+    # masked: loads stay in bounds and the store below masks them out.
+    rows = (tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)) % M
+    cols = (tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N
+    ks = tl.arange(0, BLOCK_SIZE_K)
+    a_tile = A + rows[:, None] * stride_am + ks[None, :] * stride_ak
+    b_tile = B + ks[:, None] * stride_bk + cols[None, :] * stride_bn
+    a_scale_row = As + rows * stride_as_m
+    b_scale_col = Bs + (cols // group_n) * stride_bs_n
+
+    acc = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.float32)
+    for step in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+        k_left = K - step * BLOCK_SIZE_K
+        a = tl.load(a_tile, mask=ks[None, :] < k_left, other=0.0)
+        b = tl.load(b_tile, mask=ks[:, None] < k_left, other=0.0)
+        # One scale group per K step: BLOCK_SIZE_K divides group_k.
+        scale_k = (step * BLOCK_SIZE_K) // group_k
+        a_s = tl.load(a_scale_row + scale_k * stride_as_k)
+        b_s = tl.load(b_scale_col + scale_k * stride_bs_k)
+        acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
+        a_tile += BLOCK_SIZE_K * stride_ak
+        b_tile += BLOCK_SIZE_K * stride_bk
+
+    c = acc.to(C.dtype.element_ty)
+    out_rows = tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    out_cols = tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_tile = C + out_rows[:, None] * stride_cm + out_cols[None, :] * stride_cn
+    tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
+
+
+def grid_size(M: int, N: int, config: Config) -> int:
+    return triton.cdiv(M, config.BLOCK_SIZE_M) * triton.cdiv(N, config.BLOCK_SIZE_N)
+
+
+def check_operands(A, B, As, Bs, block_size) -> None:
+    """The shape contract vLLM asserts, as errors that say what is wrong."""
+    block_n, block_k = block_size
+    if A.shape[-1] != B.shape[-1]:
+        raise ValueError(f"A has K={A.shape[-1]} but B has K={B.shape[-1]}")
+    if not A.is_contiguous() or not B.is_contiguous():
+        raise ValueError("A and B must be contiguous (row-major)")
+    K = A.shape[-1]
+    N = B.shape[0]
+    if tuple(As.shape) != (*A.shape[:-1], triton.cdiv(K, block_k)):
+        raise ValueError(f"As has shape {tuple(As.shape)}, expected {(*A.shape[:-1], triton.cdiv(K, block_k))}")
+    if tuple(Bs.shape) != (triton.cdiv(N, block_n), triton.cdiv(K, block_k)):
+        raise ValueError(f"Bs has shape {tuple(Bs.shape)}, expected {(triton.cdiv(N, block_n), triton.cdiv(K, block_k))}")
+
+
+def launch_args(A, B, C, As, Bs, block_size):
+    """Positional kernel arguments, in vLLM's order (also used to pre-compile)."""
+    M = A.numel() // A.shape[-1]
+    N, K = B.shape
+    return (
+        A, B, C, As, Bs, M, N, K, block_size[0], block_size[1],
+        A.stride(-2), A.stride(-1), B.stride(1), B.stride(0), C.stride(-2), C.stride(-1),
+        As.stride(-2), As.stride(-1), Bs.stride(1), Bs.stride(0),
+    )
+
+
+def block_fp8_matmul(A, B, As, Bs, block_size, config: Config, out_dtype=torch.bfloat16, out=None):
+    """C = dequant(A, As) @ dequant(B, Bs).T with the given launch parameters."""
+    check_operands(A, B, As, Bs, block_size)
+    if block_size[1] % config.BLOCK_SIZE_K:
+        raise ValueError(f"BLOCK_SIZE_K={config.BLOCK_SIZE_K} does not divide block_k={block_size[1]}")
+    M = A.numel() // A.shape[-1]
+    N = B.shape[0]
+    C = out if out is not None else A.new_empty((*A.shape[:-1], N), dtype=out_dtype)
+    block_fp8_matmul_kernel[(grid_size(M, N, config),)](
+        *launch_args(A, B, C, As, Bs, block_size), **config.launch_kwargs()
+    )
+    return C

@@ -1,0 +1,92 @@
+"""Which GPU a job uses: one exclusive slot per physical GPU, held with fcntl locks.
+
+`--resources gpu=8` only caps how many jobs run; it does not say which GPU each
+one gets. A job takes the first free lock among the GPUs visible to it and keeps
+the file descriptor open for its whole life; the kernel frees the lock when the
+process dies, even by kill -9, so a crashed job never strands a GPU.
+
+Locks are keyed by the GPU's UUID, not its index: under SLURM with device
+cgroups every job may see its own GPU as index 0. They live on node-local
+storage (the folder named by W8A8_TUNER_LOCK_DIR, default /tmp/w8a8-tuner-gpu-locks),
+never in the results folder, which a cluster shares between nodes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCK_DIR_ENV = "W8A8_TUNER_LOCK_DIR"
+# Fake GPUs for tests on CPU: "N" gives slots fake0..fake{N-1}.
+FAKE_GPUS_ENV = "W8A8_TUNER_FAKE_GPUS"
+DEFAULT_LOCK_DIR = "/tmp/w8a8-tuner-gpu-locks"
+
+
+@dataclass
+class Slot:
+    index: int   # torch device index within the visible devices
+    uuid: str    # stable physical identity (lock key)
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR))
+
+
+def visible_gpus() -> list[str]:
+    """UUIDs of the GPUs this process may use, honouring CUDA_VISIBLE_DEVICES."""
+    fake = os.environ.get(FAKE_GPUS_ENV)
+    if fake:
+        return [f"fake{i}" for i in range(int(fake))]
+    import torch
+
+    count = torch.cuda.device_count()
+    uuids = []
+    for i in range(count):
+        props = torch.cuda.get_device_properties(i)
+        uuid = getattr(props, "uuid", None)
+        uuids.append(f"GPU-{uuid}" if uuid is not None else f"index{i}")
+    return uuids
+
+
+def try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def acquire(timeout_s: float = 3600.0, poll_s: float = 0.2, gpus: list[str] | None = None) -> Slot:
+    """Take the first free GPU slot, waiting up to timeout_s for one."""
+    gpus = visible_gpus() if gpus is None else gpus
+    if not gpus:
+        raise RuntimeError("no GPU is visible to this job (CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})")
+    folder = lock_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.chmod(0o1777)  # shared by all users' jobs on the node, like /tmp
+    except PermissionError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for index, uuid in enumerate(gpus):
+            fd = try_lock(folder / f"{uuid}.lock")
+            if fd is not None:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return Slot(index=index, uuid=uuid, fd=fd)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no free GPU slot among {len(gpus)} in {folder} after {timeout_s:.0f} s")
+        time.sleep(poll_s)

@@ -8,6 +8,7 @@ process that times the configs later only loads finished binaries from it.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernels.naming import write_atomic
 from kernels.search_space import Config
 from kernels.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES
 
@@ -88,8 +90,57 @@ def _init_worker(repo_root: str) -> None:
         sys.path.insert(0, repo_root)
 
 
+def specialization_key(point: Point) -> str:
+    """What Triton specializes a launch of this point on, besides the config.
+
+    Triton specializes each int argument on being 1, a multiple of 16, or
+    neither, and pointers on dtype (alignment is always 16 here). Points with the
+    same key share every compiled binary.
+    """
+    from kernels.kernel import launch_args
+
+    M, N, K = point.M, point.N, point.K
+    kb, nb = -(-K // point.block_shape[1]), -(-N // point.block_shape[0])
+    shapes = [(M, K), (N, K), (M, N), (M, kb), (nb, kb)]
+    ints = launch_args(*(_placeholder(None, s) for s in shapes), point.block_shape)[5:]
+    cls = "".join("1" if v == 1 else "x" if v % 16 == 0 else "n" for v in ints)
+    return f"{cls}-{point.out_dtype}"
+
+
+def _summary_path(point: Point) -> Path | None:
+    cache = os.environ.get("TRITON_CACHE_DIR")
+    return Path(cache) / "w8a8_compiled" / f"{specialization_key(point)}.json" if cache else None
+
+
+def _read_summary(path: Path | None) -> dict[str, CompileResult]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return {k: CompileResult(**v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError):
+        return {}  # a damaged summary only costs a recompile
+
+
 def precompile(point: Point, configs: list[Config], workers: int) -> dict[Config, CompileResult]:
-    """Compile every config for `point`, `workers` processes at a time."""
+    """Compile every config for `point`, `workers` processes at a time.
+
+    Outcomes are remembered per specialization next to Triton's cache, so the
+    next point with the same specialization compiles nothing and does not even
+    start the pool; failed configs are not retried.
+    """
+    summary_path = _summary_path(point)
+    known = _read_summary(summary_path)
+    todo = [c for c in configs if c.label() not in known]
+    if todo:
+        fresh = _compile_all(point, todo, workers)
+        known = {**_read_summary(summary_path), **{c.label(): r for c, r in fresh.items()}}
+        if summary_path is not None:
+            summary_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(summary_path, json.dumps({k: vars(v) for k, v in sorted(known.items())}))
+    return {c: known[c.label()] for c in configs}
+
+
+def _compile_all(point: Point, configs: list[Config], workers: int) -> dict[Config, CompileResult]:
     if workers <= 1 or len(configs) <= 1:
         return dict(zip(configs, _compile_chunk(point, configs)))
     # Interleaved chunks: expensive configs (big tiles, many stages) spread over workers.

@@ -6,7 +6,7 @@ The winner is the fastest `ok` config (kernels.status) after the careful re-meas
 from __future__ import annotations
 
 import math
-import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -74,6 +74,7 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
     """Run the whole search for one point. `inject_wrong` (tests only) corrupts chosen outputs."""
     from kernels.kernel import OUT_DTYPES
 
+    clock = _PhaseClock(log)
     interpret = settings.backend == "interpret"
     device = "cpu" if interpret else "cuda"
     point = kcompile.Point(M, N, K, tuple(block_shape), out_dtype)
@@ -84,8 +85,7 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
     else:
         compiled = kcompile.precompile(point, configs, settings.compile_workers)
     results = {c: Result(c, compiled[c].status, note=compiled[c].note) for c in configs}
-    log(f"compiled {len(configs)} configs: "
-        + ", ".join(f"{s}={sum(r.status == s for r in results.values())}" for s in STATUSES))
+    clock.done(f"compile {len(configs)} configs: " + _count(results))
 
     # 2. Operands, reference, and weight copies to keep L2 cold.
     ops = random_operands(M, N, K, block_shape, device=device, seed=settings.seed)
@@ -122,11 +122,10 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
             r.status = WRONG_RESULT
             r.note = f"relative error {r.rel_error:.3g} > {MAX_RELATIVE_ERROR}"
 
+    clock.done(f"check (load, run once, compare): {_count(results)}")
     ok = [c for c, r in results.items() if r.status == OK]
     if not ok:
-        raise NoValidConfig(
-            f"no config ran correctly for N={N} K={K} M={M}: "
-            + ", ".join(f"{s}={sum(r.status == s for r in results.values())}" for s in STATUSES))
+        raise NoValidConfig(f"no config ran correctly for N={N} K={K} M={M}: {_count(results)}")
 
     # 4. Screen every correct config, then re-measure the best few carefully.
     if interpret:
@@ -143,6 +142,7 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
                                       settings.screen_repeats, estimates[c])
             results[c].screen_us = results[c].time_us = t
             results[c].stage = "screen"
+        clock.done(f"screen {len(ok)} configs")
         finalists = sorted(ok, key=lambda c: results[c].screen_us)[: settings.top_k]
         for c in finalists:
             launch = _launcher(ops, weights, out, c)
@@ -150,16 +150,23 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
                 launch, copies, settings.remeasure_budget_us, settings.remeasure_repeats,
                 results[c].screen_us)
             results[c].stage = "remeasure"
+    clock.done(f"re-measure {len(finalists)} configs")
     best = min(finalists, key=lambda c: results[c].time_us)
     log(f"best {best.label()}: {results[best].time_us:.2f} us")
     return PointReport(list(results.values()), best)
 
 
-def env_for_backend(backend: str) -> dict[str, str]:
-    """Environment a process needs before importing triton for this backend."""
-    return {"TRITON_INTERPRET": "1"} if backend == "interpret" else {}
+def _count(results: dict[Config, Result]) -> str:
+    return ", ".join(f"{s}={sum(r.status == s for r in results.values())}" for s in STATUSES)
 
 
-def require_backend_env(backend: str) -> None:
-    if backend == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("backend 'interpret' needs TRITON_INTERPRET=1 set before triton is imported")
+class _PhaseClock:
+    """Logs the wall time of each phase of a point's search."""
+
+    def __init__(self, log):
+        self.log, self.t = log, time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        self.log(f"[{now - self.t:7.2f} s] {what}")
+        self.t = now

@@ -8,6 +8,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from kernels.naming import config_file_name  # noqa: E402
 from kernels.plan import ConfigError, make_plan  # noqa: E402
+from kernels.slots import try_lock  # noqa: E402
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -15,6 +16,17 @@ try:
     PLAN = make_plan(config)
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
+
+# One sweep per working directory at a time. Snakemake's own lock is off (profiles/default)
+# because a killed snakemake leaves it behind and the same command could not resume; this
+# fcntl lock dies with the process that holds it.
+if workflow.is_main_process and not workflow.dryrun:
+    Path(".snakemake").mkdir(exist_ok=True)
+    _run_lock = try_lock(Path(".snakemake/w8a8-tuner.lock"))
+    if _run_lock is None:
+        raise WorkflowError(
+            f"another snakemake is already running this workflow in {Path.cwd()}; wait for it or stop it"
+        )
 
 DEVICE = PLAN.device_name
 RESULTS = f"results/{DEVICE}"

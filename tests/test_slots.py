@@ -1,0 +1,80 @@
+"""GPU slots with fake GPUs: exclusive while held, freed when a holder is killed."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, snakemake
+from kernels import slots
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from kernels import slots
+s = slots.acquire(timeout_s=60, gpus=['fake0', 'fake1'])
+print(s.uuid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def lock_env(tmp_path, monkeypatch):
+    monkeypatch.setenv(slots.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    return {**os.environ, slots.LOCK_DIR_ENV: str(tmp_path / "locks")}
+
+
+def start_holder(env):
+    p = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO))], stdout=subprocess.PIPE,
+                         text=True, env=env)
+    return p, p.stdout.readline().strip()
+
+
+def test_holders_get_distinct_slots_and_kill_frees(lock_env):
+    a, slot_a = start_holder(lock_env)
+    b, slot_b = start_holder(lock_env)
+    try:
+        assert {slot_a, slot_b} == {"fake0", "fake1"}
+        with pytest.raises(TimeoutError, match="no free GPU slot among 2"):
+            slots.acquire(timeout_s=0.5, gpus=["fake0", "fake1"])
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+        t0 = time.monotonic()
+        s = slots.acquire(timeout_s=10, gpus=["fake0", "fake1"])
+        assert s.uuid == slot_a and time.monotonic() - t0 < 5
+        s.release()
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+
+
+def test_no_visible_gpu_is_an_error():
+    with pytest.raises(RuntimeError, match="no GPU is visible"):
+        slots.acquire(gpus=[])
+
+
+def test_concurrent_jobs_never_share_a_slot(workdir):
+    """The real workflow with 2 fake GPUs and gpu=2: overlapping jobs hold different slots."""
+    run = snakemake(workdir, "--cores", "2", "--resources", "gpu=2",
+                    env={slots.FAKE_GPUS_ENV: "2"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    intervals = []
+    for log in (workdir / "logs").rglob("M*.log"):
+        text = log.read_text()
+        got = re.search(r"slot (\S+) .* acquired_at ([\d.]+)", text)
+        rel = re.search(r"released_at ([\d.]+)", text)
+        assert got and rel, f"{log} has no slot record:\n{text}"
+        intervals.append((got.group(1), float(got.group(2)), float(rel.group(1))))
+    assert len(intervals) == 6
+    assert {s for s, _, _ in intervals} <= {"fake0", "fake1"}
+    for i, (s1, a1, b1) in enumerate(intervals):
+        for s2, a2, b2 in intervals[i + 1:]:
+            if s1 == s2:
+                assert b1 <= a2 or b2 <= a1, f"two jobs held {s1} at once"
+    overlapping = [(x, y) for i, x in enumerate(intervals) for y in intervals[i + 1:] if x[1] < y[2] and y[1] < x[2]]
+    assert overlapping, "with gpu=2 some jobs should have run at the same time"

@@ -1,0 +1,102 @@
+"""End to end through the real `snakemake` command on the CI config (Triton interpreter on CPU)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, SNAKEMAKE, snakemake
+from kernels.naming import INTERPRET_DEVICE, config_file_name, load_config_file
+from kernels.results import read_tsv
+
+CONFIG = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+SHAPES = [tuple(s) for s in CONFIG["shapes"]]
+BATCHES = CONFIG["batch_sizes"]
+
+
+def json_files(workdir):
+    return {(n, k): workdir / "results" / INTERPRET_DEVICE / "configs" / config_file_name(n, k, INTERPRET_DEVICE, (128, 128))
+            for n, k in SHAPES}
+
+
+def check_outputs(workdir):
+    for (n, k), path in json_files(workdir).items():
+        assert path.exists(), path
+        configs = load_config_file(path)
+        assert sorted(configs) == sorted(BATCHES), f"{path} lacks batch sizes"
+        assert list(json.loads(path.read_text())) == [str(m) for m in sorted(BATCHES)]
+        for m, best in configs.items():
+            _, df = read_tsv(workdir / "results" / INTERPRET_DEVICE / "tune" / f"N{n}_K{k}" / f"M{m}.tsv")
+            assert len(df) == 4 and (df["status"] == "ok").all()
+            assert best in set(df["config"])
+
+
+def job_count(stdout_stderr: str, rule: str) -> int:
+    m = re.search(rf"^{rule}\s+(\d+)$", stdout_stderr, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_end_to_end_and_nothing_left_to_do(workdir):
+    run = snakemake(workdir, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    check_outputs(workdir)
+    assert job_count(run.stderr, "tune") == len(SHAPES) * len(BATCHES)
+    assert job_count(run.stderr, "aggregate") == len(SHAPES)
+    again = snakemake(workdir, "--cores", "2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # logs per job
+    assert len(list((workdir / "logs").rglob("*.log"))) == len(SHAPES) * (len(BATCHES) + 1)
+
+
+def test_resume_after_snakemake_is_killed(workdir):
+    env = {**os.environ, "W8A8_TUNER_LOCK_DIR": str(workdir / "locks")}
+    proc = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    tune_dir = workdir / "results" / INTERPRET_DEVICE / "tune"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(tune_dir.rglob("*.tsv"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its running job, mid-sweep
+    proc.wait()
+    done_before = len(list(tune_dir.rglob("*.tsv")))
+    assert 2 <= done_before < len(SHAPES) * len(BATCHES)
+    # Nothing half-written under a final name
+    for tsv in tune_dir.rglob("*.tsv"):
+        read_tsv(tsv)
+    run = snakemake(workdir, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    check_outputs(workdir)
+    # Finished leaves were not run again. The one job in flight (--cores 1) may have renamed its
+    # TSV into place before snakemake recorded it as done; snakemake then re-runs that one.
+    missing = len(SHAPES) * len(BATCHES) - done_before
+    assert missing <= job_count(run.stderr, "tune") <= missing + 1
+
+
+def test_cuda_backend_without_gpu_stops_with_hint(workdir):
+    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    cfg["backend"] = "cuda"
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake(workdir, "--cores", "2")
+    assert run.returncode != 0
+    assert "no GPU is visible" in run.stderr and ".test/config.yaml" in run.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_dry_run_default_config_counts(tmp_path):
+    """The default config, with device_name set: 252 tune and 14 aggregate jobs; 33 shapes over tp 1,2,4,8."""
+    run = snakemake(tmp_path, "-n", "--cores", "8", "--resources", "gpu=8", "--configfile",
+                    str(REPO / "config" / "config.yaml"), "--config", "device_name=NVIDIA_H100_80GB_HBM3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert job_count(run.stdout, "tune") == 252 and job_count(run.stdout, "aggregate") == 14
+    extra = tmp_path / "tp.yaml"
+    extra.write_text("tp_sizes: [1, 2, 4, 8]\n")
+    run = snakemake(tmp_path, "-n", "--cores", "8", "--resources", "gpu=8", "--configfile",
+                    str(REPO / "config" / "config.yaml"), str(extra), "--config", "device_name=NVIDIA_H100_80GB_HBM3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert job_count(run.stdout, "tune") == 33 * 18 and job_count(run.stdout, "aggregate") == 33
+    assert not (tmp_path / "results").exists()

@@ -15,8 +15,21 @@ from pathlib import Path
 from kernels.search_space import Config
 
 
+# Test hook: make chosen configs' outputs wrong ("all" or comma-separated Config labels),
+# to show through the real workflow that wrong numbers are caught. Never set in production.
+INJECT_WRONG_ENV = "W8A8_TUNER_INJECT_WRONG_RESULT"
+
+
 class DeviceMismatch(RuntimeError):
     pass
+
+
+def injected_wrong():
+    value = os.environ.get(INJECT_WRONG_ENV)
+    if not value:
+        return None
+    labels = set(value.split(","))
+    return lambda config: value == "all" or config.label() in labels
 
 
 def prepare_environment(backend: str, triton_cache_dir: str | None) -> None:
@@ -40,6 +53,7 @@ def tune_job(out_tsv: str, N: int, K: int, M: int, configs: list[Config], block_
     if use_slots:
         slot = slots.acquire()
         log(f"slot {slot.uuid} (index {slot.index}) on {socket.gethostname()} pid {os.getpid()} "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} "
             f"acquired_at {time.time():.3f} waited {time.time() - started:.2f}s")
     try:
         if backend == "cuda":
@@ -54,7 +68,8 @@ def tune_job(out_tsv: str, N: int, K: int, M: int, configs: list[Config], block_
             # Compile workers are separate processes: point them at the same GPU.
             if slot.uuid.startswith("GPU-"):
                 os.environ["CUDA_VISIBLE_DEVICES"] = slot.uuid
-        report = tune_point(N, K, M, configs, block_shape, out_dtype, settings, log=log)
+        report = tune_point(N, K, M, configs, block_shape, out_dtype, settings, inject_wrong=injected_wrong(),
+                            log=log)
         meta = {
             "N": N, "K": K, "M": M, "block_shape": list(block_shape), "out_dtype": out_dtype,
             "device_name": device_name, "backend": backend,

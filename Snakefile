@@ -9,6 +9,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/compile.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/aggregate.smk"
 

@@ -13,6 +13,7 @@ import math
 import multiprocessing
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class Point:
 class CompileResult:
     status: str
     note: str = ""
+    seconds: float = 0.0
 
 
 def _placeholder(dtype, shape):
@@ -82,7 +84,13 @@ def compile_config(point: Point, config: Config) -> CompileResult:
 
 
 def _compile_chunk(point: Point, configs: list[Config]) -> list[CompileResult]:
-    return [compile_config(point, c) for c in configs]
+    results = []
+    for c in configs:
+        t0 = time.perf_counter()
+        r = compile_config(point, c)
+        r.seconds = round(time.perf_counter() - t0, 3)
+        results.append(r)
+    return results
 
 
 def _init_worker(repo_root: str) -> None:
@@ -90,19 +98,22 @@ def _init_worker(repo_root: str) -> None:
         sys.path.insert(0, repo_root)
 
 
+def int_args(M: int, N: int, K: int, block_shape) -> tuple[int, ...]:
+    """The int arguments of a launch for contiguous operands, in kernels.kernel.launch_args order."""
+    block_n, block_k = block_shape
+    kb = -(-K // block_k)
+    # M N K group_n group_k | stride_am ak bk bn cm cn | stride_as_m as_k bs_k bs_n
+    return (M, N, K, block_n, block_k, K, 1, 1, K, N, 1, kb, 1, 1, kb)
+
+
 def specialization_key(point: Point) -> str:
     """What Triton specializes a launch of this point on, besides the config.
 
     Triton specializes each int argument on being 1, a multiple of 16, or
     neither, and pointers on dtype (alignment is always 16 here). Points with the
-    same key share every compiled binary.
+    same key share every compiled binary. Pure arithmetic: no torch import.
     """
-    from kernels.kernel import launch_args
-
-    M, N, K = point.M, point.N, point.K
-    kb, nb = -(-K // point.block_shape[1]), -(-N // point.block_shape[0])
-    shapes = [(M, K), (N, K), (M, N), (M, kb), (nb, kb)]
-    ints = launch_args(*(_placeholder(None, s) for s in shapes), point.block_shape)[5:]
+    ints = int_args(point.M, point.N, point.K, point.block_shape)
     cls = "".join("1" if v == 1 else "x" if v % 16 == 0 else "n" for v in ints)
     return f"{cls}-{point.out_dtype}"
 
@@ -158,3 +169,14 @@ def _compile_all(point: Point, configs: list[Config], workers: int) -> dict[Conf
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def compile_for_points(points: list[Point], configs: list[Config], workers: int) -> dict[Config, CompileResult]:
+    """Compile, once, what any of `points` (all of one specialization) will time."""
+    from kernels.search_space import prune_equivalent
+
+    keys = {specialization_key(p) for p in points}
+    if len(keys) != 1:
+        raise ValueError(f"points of several specializations given: {sorted(keys)}")
+    needed = sorted({rep for p in points for rep in prune_equivalent(configs, p.M).values()})
+    return precompile(points[0], needed, workers)

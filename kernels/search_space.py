@@ -70,3 +70,23 @@ def expand(space: dict[str, list[int]]) -> list[Config]:
 
 def valid_configs(space: dict[str, list[int]], block_shape) -> list[Config]:
     return [c for c in expand(space) if invalid_reason(c, block_shape) is None]
+
+
+def prune_equivalent(configs: list[Config], M: int) -> dict[Config, Config]:
+    """Map each config to the one that runs the same program order at batch size M.
+
+    With t = cdiv(M, BLOCK_SIZE_M) row tiles, every GROUP_SIZE_M >= t puts all row
+    tiles in one group (and with t == 1 every GROUP_SIZE_M does): the same tiles
+    run in the same order, so only the smallest such GROUP_SIZE_M needs timing.
+    """
+    rep: dict[Config, Config] = {}
+    by_rest: dict[tuple, list[Config]] = {}
+    for c in configs:
+        by_rest.setdefault((c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, c.BLOCK_SIZE_K, c.num_warps, c.num_stages), []).append(c)
+    for group in by_rest.values():
+        tiles_m = -(-M // group[0].BLOCK_SIZE_M)
+        whole = sorted((c for c in group if c.GROUP_SIZE_M >= tiles_m or tiles_m == 1),
+                       key=lambda c: c.GROUP_SIZE_M)
+        for c in group:
+            rep[c] = whole[0] if c in whole else c
+    return rep

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +43,47 @@ def lock_dir() -> Path:
 
 
 def visible_gpus() -> list[str]:
-    """UUIDs of the GPUs this process may use, honouring CUDA_VISIBLE_DEVICES."""
+    """UUIDs of the GPUs this process may use, in CUDA's order, honouring CUDA_VISIBLE_DEVICES.
+
+    Read with nvidia-smi so that a job that only hands its point to a worker never
+    pays for importing torch; torch is the fallback where nvidia-smi is missing.
+    """
     fake = os.environ.get(FAKE_GPUS_ENV)
     if fake:
         return [f"fake{i}" for i in range(int(fake))]
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return _visible_gpus_torch()
+    return select_visible(listed, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def select_visible(all_uuids: list[str], cuda_visible: str | None) -> list[str]:
+    """Apply CUDA_VISIBLE_DEVICES (indices or UUID prefixes; parsing stops at the first bad entry)."""
+    if cuda_visible is None:
+        return list(all_uuids)
+    chosen: list[str] = []
+    for entry in (e.strip() for e in cuda_visible.split(",")):
+        if entry.isdigit() and int(entry) < len(all_uuids):
+            match = all_uuids[int(entry)]
+        else:
+            found = [u for u in all_uuids if entry and u.startswith(entry if entry.startswith("GPU-") else f"GPU-{entry}")]
+            if len(found) != 1:
+                break
+            match = found[0]
+        if match in chosen:
+            break
+        chosen.append(match)
+    return chosen
+
+
+def _visible_gpus_torch() -> list[str]:
     import torch
 
-    count = torch.cuda.device_count()
     uuids = []
-    for i in range(count):
-        props = torch.cuda.get_device_properties(i)
-        uuid = getattr(props, "uuid", None)
+    for i in range(torch.cuda.device_count()):
+        uuid = getattr(torch.cuda.get_device_properties(i), "uuid", None)
         uuids.append(f"GPU-{uuid}" if uuid is not None else f"index{i}")
     return uuids
 

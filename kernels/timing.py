@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 
-# Python-side cost of queuing one Triton launch, upper bound (measured ~10-25 us).
-_LAUNCH_HOST_US = 60.0
+# Host time to queue one launch, learned from the batches timed so far (starts high).
+_host_us_per_launch = 60.0
 
 
 def weight_copies(weight_bytes: int, l2_bytes: int, limit: int = 64) -> int:
@@ -35,13 +35,17 @@ def _sleep_us(us: float) -> None:
 
 def time_batch(launch: Callable[[int], None], launches: int, copies: int) -> float:
     """Microseconds per launch for one batch of back-to-back launches."""
+    global _host_us_per_launch
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
-    _sleep_us(launches * _LAUNCH_HOST_US + 50)
+    _sleep_us(launches * _host_us_per_launch * 1.5 + 20)
+    t0 = time.perf_counter()
     start.record()
     for i in range(launches):
         launch(i % copies)
     end.record()
+    host_us = (time.perf_counter() - t0) * 1e6 / launches
+    _host_us_per_launch = max(0.8 * _host_us_per_launch + 0.2 * host_us, host_us)
     end.synchronize()
     return start.elapsed_time(end) * 1000.0 / launches
 

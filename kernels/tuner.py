@@ -1,6 +1,13 @@
-"""Tune one (N, K, M) point: compile, check every config's numbers, screen, re-measure the best.
+"""Tune one (N, K, M) point: compile, check every config's numbers, then a staged timing search.
 
-The winner is the fastest `ok` config (kernels.status) after the careful re-measure.
+Stages, each on fewer configs and with more care:
+  1. prune   configs whose program order equals another's at this M (exact: same schedule)
+  2. check   every remaining config runs once on poisoned output, compared with the float32
+             reference, then once more under events for a first timing ("estimate")
+  3. screen  configs whose estimate is within `screen_cutoff` of the best estimate (at least
+             `screen_min` of them): median of a few short back-to-back batches
+  4. remeasure the `top_k` screened configs: median of many long batches; the winner comes from here
+Statuses are in kernels.status; `stage` in the TSV says how far each config got.
 """
 
 from __future__ import annotations
@@ -15,30 +22,21 @@ import torch
 from kernels import compile as kcompile
 from kernels import timing
 from kernels.reference import MAX_RELATIVE_ERROR, random_operands, reference_matmul, relative_error
-from kernels.search_space import Config
-from kernels.status import LAUNCH_ERROR, OK, OUT_OF_RESOURCES, STATUSES, WRONG_RESULT
+from kernels.search_space import Config, prune_equivalent
+from kernels.settings import Settings
+from kernels.status import LAUNCH_ERROR, OK, OUT_OF_RESOURCES, PRUNED, STATUSES, WRONG_RESULT
 
-
-@dataclass
-class Settings:
-    backend: str = "cuda"            # "cuda" or "interpret"
-    compile_workers: int = 1
-    screen_budget_us: float = 300.0  # GPU time per screening batch
-    screen_repeats: int = 3
-    top_k: int = 5                   # configs re-measured carefully
-    remeasure_budget_us: float = 2000.0
-    remeasure_repeats: int = 15
-    seed: int | None = None
+__all__ = ["Settings", "Result", "PointReport", "NoValidConfig", "tune_point"]
 
 
 @dataclass
 class Result:
     config: Config
     status: str
-    time_us: float = math.nan     # decisive median (re-measure if done, else screen)
+    time_us: float = math.nan     # decisive median of the furthest stage reached
     screen_us: float = math.nan
     rel_error: float = math.nan
-    stage: str = ""               # "screen" or "remeasure"
+    stage: str = ""               # "estimate", "screen" or "remeasure"
     note: str = ""
 
 
@@ -57,15 +55,26 @@ def _launcher(ops, weights, out, config: Config) -> Callable[[int], None]:
     from kernels.kernel import block_fp8_matmul_kernel, grid_size, launch_args
 
     M, N = ops.A.shape[0], ops.B.shape[0]
-    grid = (grid_size(M, N, config),)
+    kernel = block_fp8_matmul_kernel[(grid_size(M, N, config),)]
     kwargs = config.launch_kwargs()
     args = [launch_args(ops.A, B, out, ops.As, Bs, ops.block_shape) for B, Bs in weights]
-    kernel = block_fp8_matmul_kernel[grid]
 
     def launch(copy: int) -> None:
         kernel(*args[copy], **kwargs)
 
     return launch
+
+
+def _error_tensor(out: torch.Tensor, ref: torch.Tensor, ref_norm: torch.Tensor) -> torch.Tensor:
+    """||out - ref|| / ||ref|| on the device, inf if any output is not finite; no host sync."""
+    out = out.float()
+    err = torch.linalg.vector_norm(out - ref) / ref_norm
+    return torch.where(torch.isfinite(out).all(), err, torch.full_like(err, math.inf))
+
+
+def _launch_failure(r: Result, e: Exception) -> None:
+    r.status = OUT_OF_RESOURCES if "OutOfResources" in type(e).__name__ else LAUNCH_ERROR
+    r.note = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
 
 def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_dtype: str,
@@ -79,13 +88,17 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
     device = "cpu" if interpret else "cuda"
     point = kcompile.Point(M, N, K, tuple(block_shape), out_dtype)
 
-    # 1. Compile everything first, in parallel (the interpreter compiles nothing).
+    # 1. Prune exact duplicates of program order, then compile the rest (in parallel, cached).
+    rep = prune_equivalent(configs, M)
+    results = {c: Result(c, PRUNED, note=f"same program order as {rep[c].label()} at M={M}")
+               for c in configs if rep[c] != c}
+    todo = [c for c in configs if rep[c] == c]
     if interpret:
-        compiled = {c: kcompile.CompileResult(OK) for c in configs}
+        compiled = {c: kcompile.CompileResult(OK) for c in todo}
     else:
-        compiled = kcompile.precompile(point, configs, settings.compile_workers)
-    results = {c: Result(c, compiled[c].status, note=compiled[c].note) for c in configs}
-    clock.done(f"compile {len(configs)} configs: " + _count(results))
+        compiled = kcompile.precompile(point, todo, settings.compile_workers)
+    results.update({c: Result(c, compiled[c].status, note=compiled[c].note) for c in todo})
+    clock.done(f"compile {len(todo)} configs ({len(configs) - len(todo)} pruned): {_count(results)}")
 
     # 2. Operands, reference, and weight copies to keep L2 cold.
     ops = random_operands(M, N, K, block_shape, device=device, seed=settings.seed)
@@ -98,66 +111,86 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
     weights = [(ops.B, ops.Bs)] + [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies - 1)]
     out = torch.empty((M, N), dtype=OUT_DTYPES[out_dtype], device=device)
 
-    # 3. Check each config's numbers once (output poisoned first), and time that first run.
+    # 3. Check each config's numbers once (output poisoned first), then time one more launch.
+    candidates = [c for c in todo if results[c].status == OK]
     estimates: dict[Config, float] = {}
-    for c, r in results.items():
-        if r.status != OK:
-            continue
-        out.fill_(math.nan)
-        launch = _launcher(ops, weights, out, c)
-        try:
-            if interpret:
-                estimates[c] = timing.wall_time_us(lambda: launch(0))
-            else:
-                launch(0)  # loads the module; not timed
-                estimates[c] = timing.time_batch(launch, 1, copies)
-        except Exception as e:  # noqa: BLE001
-            r.status = OUT_OF_RESOURCES if "OutOfResources" in type(e).__name__ else LAUNCH_ERROR
-            r.note = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            continue
-        if inject_wrong is not None and inject_wrong(c):
-            out.view(-1)[:: max(1, out.numel() // 7)] += 1.0
-        r.rel_error = relative_error(out, ref)
+    if interpret:
+        for c in candidates:
+            out.fill_(math.nan)
+            try:
+                estimates[c] = timing.wall_time_us(lambda: _launcher(ops, weights, out, c)(0))
+            except Exception as e:  # noqa: BLE001 - a failing config is a result, not a crash
+                _launch_failure(results[c], e)
+                continue
+            if inject_wrong is not None and inject_wrong(c):
+                out.view(-1)[:: max(1, out.numel() // 7)] += 1.0
+            results[c].rel_error = relative_error(out, ref)
+    else:
+        # No host sync inside the loop: errors and events are read once at the end.
+        ref_norm = torch.linalg.vector_norm(ref)
+        errors, events = {}, {}
+        for c in candidates:
+            launch = _launcher(ops, weights, out, c)
+            out.fill_(math.nan)
+            try:
+                launch(0)  # the first launch also loads the module: not timed
+            except Exception as e:  # noqa: BLE001
+                _launch_failure(results[c], e)
+                continue
+            if inject_wrong is not None and inject_wrong(c):
+                out.view(-1)[:: max(1, out.numel() // 7)] += 1.0
+            errors[c] = _error_tensor(out, ref, ref_norm)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            launch(1 % copies)
+            end.record()
+            events[c] = (start, end)
+        torch.cuda.synchronize()
+        for c, e in errors.items():
+            results[c].rel_error = float(e)
+        estimates = {c: s.elapsed_time(e) * 1000.0 for c, (s, e) in events.items()}
+    for c in estimates:
+        r = results[c]
         if not r.rel_error <= MAX_RELATIVE_ERROR:
-            r.status = WRONG_RESULT
-            r.note = f"relative error {r.rel_error:.3g} > {MAX_RELATIVE_ERROR}"
-
-    clock.done(f"check (load, run once, compare): {_count(results)}")
-    ok = [c for c, r in results.items() if r.status == OK]
+            r.status, r.note = WRONG_RESULT, f"relative error {r.rel_error:.3g} > {MAX_RELATIVE_ERROR}"
+        else:
+            r.time_us, r.stage = estimates[c], "estimate"
+    clock.done(f"check and estimate {len(candidates)} configs: {_count(results)}")
+    ok = sorted((c for c in candidates if results[c].status == OK), key=lambda c: results[c].time_us)
     if not ok:
         raise NoValidConfig(f"no config ran correctly for N={N} K={K} M={M}: {_count(results)}")
 
-    # 4. Screen every correct config, then re-measure the best few carefully.
+    # 4. Screen the promising ones, then re-measure the best few carefully.
+    cutoff = results[ok[0]].time_us * settings.screen_cutoff
+    screened = [c for i, c in enumerate(ok) if i < settings.screen_min or results[c].time_us <= cutoff]
+    for c in ok[len(screened):]:
+        results[c].note = f"not screened: first timing over {settings.screen_cutoff}x the best"
     if interpret:
-        for c in ok:
-            results[c].screen_us = results[c].time_us = estimates[c]
-            results[c].stage = "screen"
-        finalists = sorted(ok, key=lambda c: results[c].screen_us)[: settings.top_k]
-        for c in finalists:
-            results[c].stage = "remeasure"
+        finalists = screened[: settings.top_k]
+        for c in screened:
+            results[c].screen_us, results[c].stage = results[c].time_us, "screen"
     else:
-        for c in ok:
+        for c in screened:
             launch = _launcher(ops, weights, out, c)
-            t = timing.median_time_us(launch, copies, settings.screen_budget_us,
-                                      settings.screen_repeats, estimates[c])
-            results[c].screen_us = results[c].time_us = t
+            results[c].screen_us = results[c].time_us = timing.median_time_us(
+                launch, copies, settings.screen_budget_us, settings.screen_repeats, estimates[c])
             results[c].stage = "screen"
-        clock.done(f"screen {len(ok)} configs")
-        finalists = sorted(ok, key=lambda c: results[c].screen_us)[: settings.top_k]
+        clock.done(f"screen {len(screened)} configs")
+        finalists = sorted(screened, key=lambda c: results[c].screen_us)[: settings.top_k]
         for c in finalists:
             launch = _launcher(ops, weights, out, c)
             results[c].time_us = timing.median_time_us(
-                launch, copies, settings.remeasure_budget_us, settings.remeasure_repeats,
-                results[c].screen_us)
-            results[c].stage = "remeasure"
+                launch, copies, settings.remeasure_budget_us, settings.remeasure_repeats, results[c].screen_us)
+    for c in finalists:
+        results[c].stage = "remeasure"
     clock.done(f"re-measure {len(finalists)} configs")
     best = min(finalists, key=lambda c: results[c].time_us)
     log(f"best {best.label()}: {results[best].time_us:.2f} us")
-    return PointReport(list(results.values()), best)
+    return PointReport([results[c] for c in configs], best)
 
 
 def _count(results: dict[Config, Result]) -> str:
-    return ", ".join(f"{s}={sum(r.status == s for r in results.values())}" for s in STATUSES)
+    return ", ".join(f"{s}={n}" for s in STATUSES if (n := sum(r.status == s for r in results.values())))
 
 
 class _PhaseClock:

@@ -1,5 +1,7 @@
 rule tune:
     """Search every config for one (N, K, M) on one GPU slot; one TSV row per config."""
+    input:
+        compiled=compiled_marker,
     output:
         tsv=f"{RESULTS}/tune/N{{N}}_K{{K}}/M{{M}}.tsv",
     log:
@@ -13,7 +15,7 @@ rule tune:
         tuning=config.get("tuning", {}),
         triton_cache=TRITON_CACHE,
         compile_workers=compile_workers,
-    threads: tune_threads()
+    threads: 1
     resources:
         gpu=1,
     script:

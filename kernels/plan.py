@@ -6,7 +6,10 @@ and the offending value, and is raised before any job runs.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from kernels.naming import INTERPRET_DEVICE, normalize_device_name
 from kernels.search_space import PARAMS, Config, expand, invalid_reason
@@ -21,6 +24,10 @@ CPU_DEMO_HINT = (
 
 
 class ConfigError(ValueError):
+    pass
+
+
+class UnwritableFolder(OSError):
     pass
 
 
@@ -51,6 +58,36 @@ def detect_device_name(backend: str) -> str:
     if not torch.cuda.is_available():
         raise ConfigError(f"backend: 'cuda' but no GPU is visible here, and device_name is 'auto'. {CPU_DEMO_HINT}")
     return normalize_device_name(torch.cuda.get_device_name(0))
+
+
+def schema_error_message(error: Exception) -> str:
+    """One line naming the key and the value from Snakemake's schema error (its cause), not the whole schema."""
+    cause = error.__context__
+    if not hasattr(cause, "absolute_path") or not hasattr(cause, "message"):
+        return str(error)
+    key = ""
+    for part in cause.absolute_path:
+        key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
+    message = cause.message
+    if cause.validator == "additionalProperties" and isinstance(cause.schema.get("properties"), dict):
+        message += f"; known keys: {', '.join(cause.schema['properties'])}"
+    return f"{key or 'top level'}: {message}"
+
+
+def check_writable(folders) -> None:
+    """Create each output folder and write a probe file in it, so an unwritable one stops the run before any job."""
+    for folder in folders:
+        folder = Path(folder)
+        probe = folder / f".write-test.{socket.gethostname()}.{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+            where = f" ({blocker} is a file, not a folder)" if blocker else ""
+            raise UnwritableFolder(f"cannot write to {folder}/: {e.strerror or e}{where}; results and logs go "
+                                   "there: make it writable, or run in another folder (snakemake -d)") from e
 
 
 def check_search_space(space: dict, block_shape) -> tuple[Config, ...]:

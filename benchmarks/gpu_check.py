@@ -32,7 +32,7 @@ def main():
     from kernels.kernel import block_fp8_matmul
     from kernels.reference import random_operands, reference_matmul, relative_error
     from kernels.search_space import DEFAULT_SPACE, valid_configs, vllm_default_config
-    from kernels.tuner import Settings, _launcher, tune_point
+    from kernels.tuner import Settings, make_launcher, tune_point
 
     print(f"torch {torch.__version__} triton {triton.__version__} gpu {torch.cuda.get_device_name()}")
     block = (128, 128)
@@ -58,7 +58,7 @@ def main():
         weights = [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies)]
         times = {}
         for name, cfg in (("tuned", rep.best), ("vllm_default", default)):
-            launch = _launcher(ops, weights, out, cfg)
+            launch = make_launcher(ops, weights, out, cfg)
             launch(0)
             times[name] = timing.median_time_us(launch, copies, 2000, 21, timing.time_batch(launch, 1, copies))
         print(f"point N={args.N} K={args.K} M={M}: wall {wall:.1f} s, best {rep.best.label()} "

@@ -26,7 +26,7 @@ from kernels.search_space import Config, prune_equivalent
 from kernels.settings import Settings
 from kernels.status import LAUNCH_ERROR, OK, OUT_OF_RESOURCES, PRUNED, STATUSES, WRONG_RESULT
 
-__all__ = ["Settings", "Result", "PointReport", "NoValidConfig", "tune_point"]
+__all__ = ["Settings", "Result", "PointReport", "NoValidConfig", "tune_point", "make_launcher"]
 
 
 @dataclass
@@ -51,7 +51,7 @@ class NoValidConfig(RuntimeError):
     pass
 
 
-def _launcher(ops, weights, out, config: Config) -> Callable[[int], None]:
+def make_launcher(ops, weights, out, config: Config) -> Callable[[int], None]:
     from kernels.kernel import block_fp8_matmul_kernel, grid_size, launch_args
 
     M, N = ops.A.shape[0], ops.B.shape[0]
@@ -118,7 +118,7 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
         for c in candidates:
             out.fill_(math.nan)
             try:
-                estimates[c] = timing.wall_time_us(lambda: _launcher(ops, weights, out, c)(0))
+                estimates[c] = timing.wall_time_us(lambda: make_launcher(ops, weights, out, c)(0))
             except Exception as e:  # noqa: BLE001 - a failing config is a result, not a crash
                 _launch_failure(results[c], e)
                 continue
@@ -130,7 +130,7 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
         ref_norm = torch.linalg.vector_norm(ref)
         errors, events = {}, {}
         for c in candidates:
-            launch = _launcher(ops, weights, out, c)
+            launch = make_launcher(ops, weights, out, c)
             out.fill_(math.nan)
             try:
                 launch(0)  # the first launch also loads the module: not timed
@@ -171,14 +171,14 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
             results[c].screen_us, results[c].stage = results[c].time_us, "screen"
     else:
         for c in screened:
-            launch = _launcher(ops, weights, out, c)
+            launch = make_launcher(ops, weights, out, c)
             results[c].screen_us = results[c].time_us = timing.median_time_us(
                 launch, copies, settings.screen_budget_us, settings.screen_repeats, estimates[c])
             results[c].stage = "screen"
         clock.done(f"screen {len(screened)} configs")
         finalists = sorted(screened, key=lambda c: results[c].screen_us)[: settings.top_k]
         for c in finalists:
-            launch = _launcher(ops, weights, out, c)
+            launch = make_launcher(ops, weights, out, c)
             results[c].time_us = timing.median_time_us(
                 launch, copies, settings.remeasure_budget_us, settings.remeasure_repeats, results[c].screen_us)
     for c in finalists:

@@ -8,6 +8,7 @@ process that times the configs later only loads finished binaries from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -160,11 +161,25 @@ def _compile_all(point: Point, configs: list[Config], workers: int) -> dict[Conf
     repo_root = str(Path(__file__).resolve().parents[1])
     ctx = multiprocessing.get_context("spawn")  # no CUDA state may be forked
     results: dict[Config, CompileResult] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(repo_root,)) as pool:
+    with _main_module_hidden(), ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                                    initializer=_init_worker, initargs=(repo_root,)) as pool:
         for chunk, outcome in zip(chunks, pool.map(_compile_chunk, [point] * len(chunks), chunks)):
             results.update(zip(chunk, outcome))
     return results
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Spawned processes re-run the parent's main script unless it has no file; a Snakemake
+    script or a benchmark must not run again in each compile process, so hide it meanwhile."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__.pop(k) for k in ("__file__",) if k in main.__dict__}
+    spec, main.__spec__ = getattr(main, "__spec__", None), None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+        main.__spec__ = spec
 
 
 def default_workers() -> int:

@@ -78,17 +78,16 @@ def _start(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float)
 
 def _connect(addr: str, proc: subprocess.Popen | None, timeout_s: float) -> socket.socket | None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:  # at least one attempt, even with timeout_s=0
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect("\0" + addr)
             return sock
         except (ConnectionRefusedError, FileNotFoundError):
             sock.close()
-            if proc is None or proc.poll() is not None:
+            if proc is None or proc.poll() is not None or time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
-    return None
 
 
 def submit(request: dict, slot: str, backend: str, triton_cache: str, idle_s: float, log) -> None:

@@ -8,13 +8,18 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/compile.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:
     input:
         all_config_files(),
+        verify_targets() if config.get("verify") else [],
     default_target: True

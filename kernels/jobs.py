@@ -108,7 +108,9 @@ def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, search_space: 
             "inject_wrong": os.environ.get(INJECT_WRONG_ENV),
         }
         try:
-            if persistent_worker:
+            # Under SLURM each job has its own allocation: a worker could not be reused by the
+            # next job and might outlive this one on a GPU given to someone else.
+            if persistent_worker and "SLURM_JOB_ID" not in os.environ:
                 from kernels import worker
 
                 log_file.flush()

@@ -18,7 +18,8 @@ from kernels.shapes import ShapeError, shapes_for
 CPU_DEMO_HINT = (
     "To try the workflow on CPU (Triton interpreter, timings meaningless): "
     "snakemake --cores 2 --configfile .test/config.yaml. "
-    "To plan a GPU sweep from a machine without that GPU, set device_name "
+    "To plan a GPU sweep from a machine without that GPU, such as a cluster's head node "
+    "(snakemake --profile profiles/slurm), set device_name to the GPU the jobs will get "
     "(e.g. --config device_name=NVIDIA_H100_80GB_HBM3)."
 )
 
@@ -74,17 +75,29 @@ def schema_error_message(error: Exception) -> str:
     return f"{key or 'top level'}: {message}"
 
 
-def check_writable(folders) -> None:
-    """Create each output folder and write a probe file in it, so an unwritable one stops the run before any job."""
+def check_writable(folders, probe: bool = True) -> None:
+    """Stop before any job if an output folder cannot be written.
+
+    With probe=False nothing is created (for dry runs): only a path component that is
+    a file, or an existing folder without write permission, is reported. With probe=True
+    each folder is created and a probe file written and removed.
+    """
     for folder in folders:
         folder = Path(folder)
-        probe = folder / f".write-test.{socket.gethostname()}.{os.getpid()}"
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        existing = next((p for p in (folder, *folder.parents) if p.is_dir()), Path("."))
         try:
+            if blocker is not None:
+                raise NotADirectoryError(20, "Not a directory")
+            if not probe:
+                if not os.access(existing, os.W_OK | os.X_OK):
+                    raise PermissionError(13, "Permission denied")
+                continue
             folder.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
+            test = folder / f".write-test.{socket.gethostname()}.{os.getpid()}"
+            test.write_bytes(b"")
+            test.unlink()
         except OSError as e:
-            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
             where = f" ({blocker} is a file, not a folder)" if blocker else ""
             raise UnwritableFolder(f"cannot write to {folder}/: {e.strerror or e}{where}; results and logs go "
                                    "there: make it writable, or run in another folder (snakemake -d)") from e

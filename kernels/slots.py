@@ -50,7 +50,8 @@ def visible_gpus() -> list[str]:
     """
     fake = os.environ.get(FAKE_GPUS_ENV)
     if fake:
-        return [f"fake{i}" for i in range(int(fake))]
+        # Fake GPUs honour CUDA_VISIBLE_DEVICES (by index) as a scheduler would narrow real ones.
+        return select_visible([f"fake{i}" for i in range(int(fake))], os.environ.get("CUDA_VISIBLE_DEVICES"))
     try:
         listed = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=60, check=True).stdout.split()

@@ -71,7 +71,7 @@ def _start(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float)
     with open(folder / f"{addr}.log", "a") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "kernels.worker", "--address", addr, "--slot", slot, "--backend", backend,
-             "--triton-cache", triton_cache, "--idle", str(idle_s)],
+             "--triton-cache", str(Path(triton_cache).resolve()), "--idle", str(idle_s)],  # its cwd differs
             cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # outlives the job that started it
 

@@ -16,6 +16,8 @@ try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as e:
     raise WorkflowError(f"Invalid configuration: {schema_error_message(e)}")
+
+
 try:
     PLAN = make_plan(config)
 except ConfigError as e:
@@ -27,13 +29,18 @@ LOGS = f"logs/{DEVICE}"
 # Compiled kernels, shared by every job on the node and kept across resumed runs.
 TRITON_CACHE = f"{RESULTS}/triton_cache"
 
-# An unwritable output folder stops the run here, not after a job has tuned a point.
-if workflow.is_main_process and not workflow.dryrun:
+
+def output_folders():
+    return [f"{RESULTS}/configs"] + [f"{RESULTS}/tune/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
+
+
+# An unwritable output folder stops the run before Snakemake even scans it (a results
+# *file* would crash its DAG code); onstart then creates and probes each folder.
+if workflow.is_main_process:
     try:
-        check_writable([f"{RESULTS}/configs"] + [f"{RESULTS}/tune/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS])
+        check_writable(output_folders(), probe=False)
     except UnwritableFolder as e:
         raise WorkflowError(str(e))
-
 
 wildcard_constraints:
     N=r"\d+",
@@ -125,3 +132,8 @@ onstart:
         raise WorkflowError(
             f"another snakemake is already running this workflow in {Path.cwd()}; wait for it or stop it"
         )
+    # An unwritable output folder stops the run here, not after a job has tuned a point.
+    try:
+        check_writable(output_folders())
+    except UnwritableFolder as e:
+        raise WorkflowError(str(e))

@@ -18,7 +18,8 @@ with open(sm.log[0], "w") as log:
         best = aggregate({int(m): path for m, path in sm.input.items()}, sm.output.json, expected, configs)
     except ResultFileError as e:
         print(f"ERROR: {e}", file=log)
-        print(f"aggregate N={sm.wildcards.N} K={sm.wildcards.K}: {e}", file=sys.stderr)
+        print(f"aggregate N={sm.wildcards.N} K={sm.wildcards.K}: {e} (delete that TSV and run the same "
+              "command again to re-tune its point)", file=sys.stderr)
         raise SystemExit(1)
     for m, c in best.items():
         print(f"M={m}: {c.label()}", file=log)

@@ -1,0 +1,487 @@
+"""Fault injection and bad input, through the real `snakemake` command (TESTING.md lists the cases).
+
+Every test checks both what the user is told and what is left under results/.
+Processes are found through /proc as descendants of the snakemake this test started
+(or, for a persistent worker, by the lock folder in its environment), never by name
+alone: other test sessions may run the same scripts on this machine.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SNAKEMAKE, TEST_CONFIG, snakemake
+from kernels import slots
+from kernels.jobs import INJECT_WRONG_ENV as INJECT
+from kernels.naming import INTERPRET_DEVICE, config_file_name, load_config_file
+from kernels.results import read_tsv
+
+DEV = INTERPRET_DEVICE
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def stop_workers(tmp_path):
+    """Tuning workers outlive their jobs until idle; stop the ones this test started."""
+    yield
+    for pid in workers_of(tmp_path / "wd"):
+        os.kill(pid, signal.SIGKILL)
+
+
+def make_workdir(tmp_path: Path, **changes) -> Path:
+    """A deployment folder (tmp_path/wd) with the CI config, some keys replaced."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg.update(changes)
+    wd = tmp_path / "wd"
+    (wd / "config").mkdir(parents=True)
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return wd
+
+
+def points(wd: Path):
+    cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    return [tuple(s) for s in cfg["shapes"]], cfg["batch_sizes"]
+
+
+def tsv(wd, n, k, m) -> Path:
+    return wd / "results" / DEV / "tune" / f"N{n}_K{k}" / f"M{m}.tsv"
+
+
+def config_json(wd, n, k) -> Path:
+    return wd / "results" / DEV / "configs" / config_file_name(n, k, DEV, (128, 128))
+
+
+def tsvs(wd) -> set[Path]:
+    return set((wd / "results" / DEV / "tune").rglob("M*.tsv"))
+
+
+def job_count(text: str, rule: str) -> int:
+    """Jobs of `rule` in the 'Job stats' table Snakemake prints before it starts: what it plans to run."""
+    m = re.search(rf"^{rule}\s+(\d+)$", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def check_complete(wd):
+    """Every shape's JSON holds every batch size, and each winner is an ok row of its point's TSV."""
+    shapes, batches = points(wd)
+    for n, k in shapes:
+        best = load_config_file(config_json(wd, n, k))
+        assert sorted(best) == sorted(batches), f"N={n} K={k}: JSON holds {sorted(best)}"
+        for m, c in best.items():
+            _, df = read_tsv(tsv(wd, n, k, m))
+            assert df.loc[df["config"] == c, "status"].tolist() == ["ok"]
+
+
+def start(wd: Path, *args: str, env: dict | None = None, name: str = "run") -> tuple[subprocess.Popen, Path]:
+    """Start the real snakemake in the background; its output goes to a file beside the workdir."""
+    out = wd.parent / f"{name}.out"
+    full_env = {**os.environ, slots.LOCK_DIR_ENV: str(wd / "locks"), **(env or {})}
+    full_env.pop("TRITON_INTERPRET", None)
+    with open(out, "w") as f:
+        proc = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), *args],
+                                stdout=f, stderr=subprocess.STDOUT, env=full_env)
+    return proc, out
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    children, found, todo = _children_map(), [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def jobs_under(pid: int) -> list[int]:
+    """The job processes under a snakemake (not a persistent worker one of them started)."""
+    return [p for p in descendants(pid) if "kernels.worker" not in cmdline(p)]
+
+
+def workers_of(wd: Path) -> list[int]:
+    """Persistent tuning workers started for this workdir (found by the lock folder in their environment)."""
+    mark = f"{slots.LOCK_DIR_ENV}={wd / 'locks'}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and "kernels.worker" in cmdline(int(entry)):
+            try:
+                if mark in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def wait_for(what, timeout: float, poll: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what.__doc__ or what}")
+
+
+def wait_gone(pids, timeout: float = 120):
+    """Wait for processes this test left behind (orphaned jobs); kill -9 any still there at the deadline."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def tuning_log(wd: Path):
+    """A point's log once its search has started (a phase line) and before it finished (no 'best')."""
+    for log in (wd / "logs" / DEV / "tune").rglob("M*.log"):
+        text = log.read_text()
+        if "] compile" in text and "best " not in text and "ERROR" not in text:
+            return log
+    return None
+
+
+class FinalNames(threading.Thread):
+    """Reads every TSV and JSON under its final name every few ms while a run goes on.
+
+    A file that does not parse is recorded unless it was replaced or removed meanwhile
+    (read again: a complete file under the same name is fine).
+    """
+
+    def __init__(self, wd: Path):
+        super().__init__(daemon=True)
+        self.root, self.stop, self.bad, self.checked = wd / "results", threading.Event(), [], 0
+
+    def check(self, path: Path) -> str | None:
+        try:
+            if path.suffix == ".tsv":
+                read_tsv(path)
+            else:
+                load_config_file(path)
+                json.loads(path.read_text())
+            return None
+        except Exception as e:  # noqa: BLE001
+            return f"{type(e).__name__}: {e}"
+
+    def run(self):
+        while not self.stop.is_set():
+            for path in list(self.root.rglob("*")):
+                final = (path.suffix == ".tsv" and path.name.startswith("M")) or \
+                        (path.suffix == ".json" and path.name.startswith("N="))
+                if final and (error := self.check(path)):
+                    if path.exists() and self.check(path):
+                        self.bad.append((str(path), error))
+                elif final:
+                    self.checked += 1
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+
+
+# --- 2. kill -9 of a tune job (and of the persistent worker, where there is one) -----------
+
+def slot_records(wd: Path, since: float) -> dict[Path, tuple[str, float]]:
+    """Per point log: (the line where its job took a slot, seconds it waited), for slots taken after `since`."""
+    found = {}
+    for log in (wd / "logs" / DEV / "tune").rglob("M*.log"):
+        for line in log.read_text().splitlines():
+            if " acquired_at " in line and float(line.split(" acquired_at ")[1].split()[0]) > since:
+                found[log] = (line, float(line.split(" waited ")[1].rstrip("s")))
+    return found
+
+
+@pytest.mark.parametrize("target", ["tune.py", "kernels.worker"])
+def test_kill_9_of_tune_job_rerun_completes_and_slot_is_freed(tmp_path, target):
+    """One fake GPU, so the jobs after the killed one need the killed one's slot (and worker)."""
+    if target == "kernels.worker" and not (REPO / "kernels" / "worker.py").exists():
+        pytest.skip("this tree has no persistent worker (kernels/worker.py)")
+    tuning = {**yaml.safe_load(TEST_CONFIG.read_text())["tuning"], "worker_idle_s": 120}
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 16, 33], tuning=tuning)
+    args = ("--cores", "1", "--resources", "gpu=1")
+    env = {slots.FAKE_GPUS_ENV: "1"}
+    with FinalNames(wd) as watch:
+        proc, out = start(wd, *args, env=env)
+        try:
+            log = wait_for(lambda: tuning_log(wd), 300)  # a point mid-search
+            m = int(log.stem[1:])
+            serving = workers_of(wd)
+            serving_cmdline = cmdline(serving[0]) if serving else ""
+            if target == "tune.py":
+                [victim] = [p for p in descendants(proc.pid) if "tune.py" in cmdline(p)]
+            else:
+                [victim] = serving
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.time()
+            proc.wait(timeout=400)
+        finally:
+            proc.kill()
+        first = out.read_text()
+        killed_point_tuned, tuned = tsv(wd, 256, 512, m).exists(), len(tsvs(wd))
+        first_after_kill = slot_records(wd, killed_at)
+        later_logs = {log: log.read_text() for log in first_after_kill}
+        rerun = snakemake(wd, *args, env=env)
+        rerun_slots = slot_records(wd, killed_at)
+    assert proc.returncode != 0 and "Error in rule tune" in first, first[-3000:]
+    # Snakemake names the killed point as failed; killed by the worker's death, the job says why.
+    assert f"output: results/{DEV}/tune/N256_K512/M{m}.tsv" in first.split("Error in rule tune:")[1], first[-3000:]
+    if target == "kernels.worker":
+        assert f"tune N=256 K=512 M={m}: WorkerError: tuning worker pid {victim} " in first, first[-3000:]
+        assert "exited during the request (killed or crashed" in first
+    # The killed point has no TSV after the first run; the others were tuned, after the kill.
+    assert not killed_point_tuned and tuned == 2
+    assert len(first_after_kill) == 2, first_after_kill
+    # The killed job's slot was free at once for the next jobs (a stuck lock would wait an hour).
+    for line, waited in [*first_after_kill.values(), *rerun_slots.values()]:
+        assert "slot fake0 " in line and waited < 5, line
+    if serving:
+        # The worker runs in the repo folder; its Triton cache is still this sweep's.
+        cache = (wd / "results" / DEV / "triton_cache").resolve()
+        assert f"--triton-cache {cache} " in serving_cmdline, serving_cmdline
+    if target == "tune.py" and serving:
+        # The worker outlives its killed client and serves the next jobs; none starts another.
+        for log, text in later_logs.items():
+            assert f"worker pid {serving[0]} took the point" in text and "started worker" not in text, text
+    # The same command completes the sweep, re-running only the killed point.
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert job_count(rerun.stderr, "tune") == 1 and job_count(rerun.stderr, "aggregate") == 1
+    check_complete(wd)
+    assert watch.checked > 0 and not watch.bad, watch.bad
+
+
+# --- 3. kill -9 of snakemake itself, during tuning and during aggregation ----------------
+
+def test_kill_9_of_snakemake_during_tuning_then_aggregation(tmp_path):
+    """Only snakemake is killed (its running job lives on as an orphan, as after a real kill -9)."""
+    wd = make_workdir(tmp_path)
+    shapes, batches = points(wd)
+    total = len(shapes) * len(batches)
+    args = ("--cores", "1")
+    with FinalNames(wd) as watch:
+        # Run 1: killed while a tune job runs, after two points are done.
+        proc, out1 = start(wd, *args, name="run1")
+        try:
+            job = wait_for(lambda: len(tsvs(wd)) >= 2 and [p for p in descendants(proc.pid) if "tune.py" in cmdline(p)],
+                           300)
+            orphans = jobs_under(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            proc.kill()
+        wait_gone(orphans)
+        present = len(tsvs(wd))
+        assert 2 <= present < total and job
+
+        # Run 2, the same command: killed while an aggregate job runs.
+        proc, out2 = start(wd, *args, name="run2")
+        try:
+            wait_for(lambda: [p for p in descendants(proc.pid) if "aggregate.py" in cmdline(p)], 300)
+            orphans = jobs_under(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            proc.kill()
+        wait_gone(orphans)
+        planned2 = job_count(out2.read_text(), "tune")
+        present2 = len(tsvs(wd))
+
+        # Run 3, the same command: completes.
+        run3 = snakemake(wd, *args)
+    assert run3.returncode == 0, run3.stderr[-3000:]
+    check_complete(wd)
+    # Finished leaves are not run again: run 2 planned the missing points, plus at most the one
+    # whose job was in flight at the kill (its TSV may have landed before snakemake recorded it).
+    assert total - present <= planned2 <= total - present + 1, (present, planned2)
+    # Run 2 was killed during an aggregate job (no tune job in flight with --cores 1): run 3
+    # tunes exactly the points still missing and redoes the killed aggregate.
+    assert job_count(run3.stderr, "tune") == total - present2
+    assert job_count(run3.stderr, "aggregate") >= 1
+    assert watch.checked > 0 and not watch.bad, watch.bad
+
+
+# --- 4, 5. wrong numbers ------------------------------------------------------------------
+
+def test_wrong_result_configs_are_recorded_and_never_chosen(tmp_path):
+    """Three of the four configs give wrong numbers (among them the largest tiles, the interpreter's
+    usual winner): every point records them as wrong_result and picks the fourth."""
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 33])
+    wrong = ["M32_N128_K128_G1_w4_s2", "M16_N128_K128_G1_w4_s2", "M32_N64_K128_G1_w4_s2"]
+    run = snakemake(wd, "--cores", "2", env={INJECT: ",".join(wrong)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    best = load_config_file(config_json(wd, 256, 512))
+    assert sorted(best) == [1, 33]
+    for m, c in best.items():
+        assert c.label() == "M16_N64_K128_G1_w4_s2"
+        _, df = read_tsv(tsv(wd, 256, 512, m))
+        status = {cfg.label(): s for cfg, s in zip(df["config"], df["status"])}
+        assert status == {**{w: "wrong_result" for w in wrong}, "M16_N64_K128_G1_w4_s2": "ok"}
+        notes = df.loc[df["status"] == "wrong_result", "note"]
+        assert notes.str.startswith("relative error").all()
+
+
+def test_every_candidate_wrong_fails_the_point_and_writes_no_json(tmp_path):
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 16])
+    run = snakemake(wd, "--cores", "2", env={INJECT: "all"})
+    assert run.returncode != 0
+    for m in (1, 16):
+        assert f"no config ran correctly for N=256 K=512 M={m}" in run.stderr, run.stderr[-3000:]
+        log = (wd / "logs" / DEV / "tune" / "N256_K512" / f"M{m}.log").read_text()
+        assert f"no config ran correctly for N=256 K=512 M={m}" in log and "wrong_result=4" in log
+    assert "wrong_result=4" in run.stderr
+    assert not tsvs(wd)
+    assert not list((wd / "results").rglob("*.json"))
+    assert job_count(run.stderr, "aggregate") == 1 and "Error in rule tune" in run.stderr
+
+
+# --- 7. truncated or hand-edited TSV --------------------------------------------------------
+
+def test_truncated_or_hand_edited_tsv_is_refused_by_aggregate(tmp_path):
+    wd = make_workdir(tmp_path, batch_sizes=[1, 16])
+    tuned = snakemake(wd, "--cores", "2", "--until", "tune")
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert len(tsvs(wd)) == 4 and not list((wd / "results").rglob("*.json"))
+    truncated, edited = tsv(wd, 256, 512, 1), tsv(wd, 384, 256, 16)
+    text = truncated.read_text()
+    truncated.write_text(text[: len(text) * 2 // 3])          # a file cut mid-row
+    lines = edited.read_text().splitlines(keepends=True)
+    del lines[-2]                                           # a hand edit: one candidate's row deleted
+    edited.write_text("".join(lines))
+
+    run = snakemake(wd, "--cores", "2")
+    assert run.returncode != 0
+    assert job_count(run.stderr, "tune") == 0 and job_count(run.stderr, "aggregate") == 2
+    rel = lambda p: str(p.relative_to(wd))  # noqa: E731
+    assert f"aggregate N=256 K=512: {rel(truncated)}: truncated" in run.stderr, run.stderr[-3000:]
+    assert f"aggregate N=384 K=256: {rel(edited)}: 3 rows but the end mark says 4" in run.stderr
+    assert "delete that TSV and run the same command again" in run.stderr
+    assert not list((wd / "results").rglob("*.json"))
+    assert not list((wd / "results").rglob(".*.tmp.*"))
+
+    # What the message says to do works: only the two deleted points are tuned again.
+    truncated.unlink()
+    edited.unlink()
+    again = snakemake(wd, "--cores", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert job_count(again.stderr, "tune") == 2
+    check_complete(wd)
+
+
+# --- 8. device mismatch ---------------------------------------------------------------------
+
+def test_device_mismatch_names_both_devices_and_writes_nothing(tmp_path, monkeypatch):
+    """No GPU here: torch.cuda is faked to report an H200 to a job writing H100 results."""
+    import torch
+
+    from kernels import jobs
+    from kernels.settings import Settings
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    monkeypatch.setenv(slots.FAKE_GPUS_ENV, "1")
+    monkeypatch.setenv(slots.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # restored after; the job sets it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H200")
+    out = tmp_path / "results" / "NVIDIA_H100_80GB_HBM3" / "tune" / "N256_K512" / "M1.tsv"
+    out.parent.mkdir(parents=True)
+    log = tmp_path / "M1.log"
+    # In-process (persistent_worker=False): a worker is another process, where torch.cuda is not faked.
+    with pytest.raises(jobs.DeviceMismatch) as err:
+        jobs.tune_job(str(out), str(log), 256, 512, 1, cfg["search_space"], [128, 128], "bfloat16",
+                      "NVIDIA_H100_80GB_HBM3", "cuda", Settings(backend="cuda"), str(tmp_path / "cache"),
+                      persistent_worker=False)
+    message = str(err.value)
+    assert "'NVIDIA_H100_80GB_HBM3'" in message and "'NVIDIA_H200'" in message and str(out) in message
+    assert list(out.parent.iterdir()) == []
+    assert "slot fake0" in log.read_text() and "released_at" in log.read_text()
+    # The job gave its slot back.
+    slot = slots.acquire(timeout_s=1)
+    assert slot.uuid == "fake0"
+    slot.release()
+
+
+# --- 9. unwritable results folder -----------------------------------------------------------
+
+def _make_unwritable(folder: Path) -> None:
+    """chmod does not stop root; the immutable attribute does."""
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            folder.chmod(0o755)
+            pytest.skip(f"running as root and cannot make {folder} immutable: {done.stderr.decode().strip()}")
+
+
+def _make_writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("how", ["results is a file", "tune folder unwritable"])
+def test_unwritable_results_folder_stops_before_any_job(tmp_path, how):
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1])
+    if how == "results is a file":
+        (wd / "results").write_text("not a folder\n")
+        blocked, needle = None, f"cannot write to results/{DEV}/configs/: Not a directory (results is a file"
+    else:
+        blocked = wd / "results" / DEV / "tune"
+        blocked.mkdir(parents=True)
+        _make_unwritable(blocked)
+        needle = f"cannot write to results/{DEV}/tune/N256_K512/:"
+    try:
+        run = snakemake(wd, "--cores", "2")
+    finally:
+        if blocked is not None:
+            _make_writable(blocked)
+    assert run.returncode != 0
+    assert needle in run.stderr and "make it writable" in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert job_count(run.stderr, "tune") == 0 and not (wd / "logs" / DEV / "tune").exists()
+    if how == "results is a file":
+        assert (wd / "results").read_text() == "not a folder\n"
+    else:
+        # nothing was created beside the folder the test made unwritable
+        assert [p.relative_to(wd / "results") for p in sorted((wd / "results").rglob("*"))] == \
+            [Path(DEV), Path(DEV, "tune")]

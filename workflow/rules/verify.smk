@@ -1,0 +1,105 @@
+# Verification of the tuned configs and the HTML report (`snakemake verify_all`, or `verify: true`;
+# then `snakemake --report report.html verify_all`). kernels/verify.py and kernels/verify_report.py do the work.
+
+
+include: "verify_common.smk"
+
+
+rule verify:
+    """Check, then time, the tuned config of every batch size of one shape against vLLM's default,
+    compare_dir's config, cuBLAS blockwise FP8 and the roofline, on one GPU slot."""
+    input:
+        unpack(verify_inputs),
+    output:
+        tsv=f"{VERIFY}/N{{N}}_K{{K}}.tsv",
+    log:
+        f"{LOGS}/verify/N{{N}}_K{{K}}.log",
+    params:
+        device_name=DEVICE,
+        backend=PLAN.backend,
+        block_shape=list(PLAN.block_shape),
+        out_dtype=PLAN.out_dtype,
+        compare_dir=COMPARE_DIR or "",
+        settings=VERIFY_SETTINGS,
+        triton_cache=TRITON_CACHE,
+    threads: 1
+    resources:
+        gpu=1,
+    script:
+        "../scripts/verify.py"
+
+
+rule verify_merge:
+    """All shapes' verify rows in one table."""
+    input:
+        [verify_tsv(n, k) for n, k in PLAN.shapes],
+    output:
+        tsv=report(
+            f"{RESULTS}/verify.tsv",
+            caption="../report/verify_tsv.rst",
+            category="Verification",
+            subcategory="Data",
+            labels={"item": "all times and ratios (verify.tsv)"},
+        ),
+    log:
+        f"{LOGS}/verify/merge.log",
+    localrule: True
+    script:
+        "../scripts/verify_merge.py"
+
+
+rule verify_summary:
+    """Geomean speedups and worst point per shape and overall; the text is printed at the end of the run."""
+    input:
+        tsv=f"{RESULTS}/verify.tsv",
+    output:
+        summary=report(
+            f"{VERIFY}/summary.tsv",
+            caption="../report/summary.rst",
+            category="Verification",
+            subcategory="Summary",
+            labels={"item": "summary table"},
+        ),
+        text=f"{VERIFY}/summary.txt",
+    log:
+        f"{LOGS}/verify/summary.log",
+    localrule: True
+    script:
+        "../scripts/verify_summary.py"
+
+
+rule verify_plots:
+    """Heatmaps (shapes x batch sizes) of the speedups and of the percent of roofline; times per shape."""
+    input:
+        tsv=f"{RESULTS}/verify.tsv",
+    output:
+        **{
+            p: report(
+                f"{VERIFY}/{p}.png",
+                caption=f"../report/{p}.rst",
+                category="Verification",
+                subcategory="Plots",
+                labels={"item": _PLOT_LABELS[p]},
+            )
+            for p in VERIFY_PLOTS
+        },
+    log:
+        f"{LOGS}/verify/plots.log",
+    localrule: True
+    script:
+        "../scripts/verify_plots.py"
+
+
+rule verify_all:
+    """Verify every configured shape, then merge, summarize and plot (no report: see --report)."""
+    input:
+        verify_targets(),
+    localrule: True
+
+
+onsuccess:
+    # Print the verify summary when this run (re)wrote it.
+    _summary = Path(f"{VERIFY}/summary.txt")
+    if _summary.is_file() and _summary.stat().st_mtime >= _VERIFY_STARTED:
+        print(_summary.read_text(), end="")
+        print(f"details: {RESULTS}/verify.tsv; report: snakemake --report report.html verify_all (same config)")

@@ -45,9 +45,8 @@ def main():
         compiled = kcompile.precompile(point, configs, 16)
         ops = random_operands(M, N, K, block, device="cuda")
         ref = reference_matmul(ops)
-        l2 = torch.cuda.get_device_properties(0).L2_cache_size
-        copies = timing.weight_copies(ops.B.numel(), l2)
-        weights = [(ops.B, ops.Bs)] + [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies - 1)]
+        weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=True)
+        copies = len(weights)
         out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
         times = {}
         for c in configs:

@@ -53,9 +53,8 @@ def main():
         wall = time.perf_counter() - t0
         ops = random_operands(M, args.N, args.K, block, device="cuda")
         out = torch.empty((M, args.N), dtype=torch.bfloat16, device="cuda")
-        l2 = torch.cuda.get_device_properties(0).L2_cache_size
-        copies = timing.weight_copies(ops.B.numel(), l2)
-        weights = [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies)]
+        weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=True)
+        copies = len(weights)
         times = {}
         for name, cfg in (("tuned", rep.best), ("vllm_default", default)):
             launch = make_launcher(ops, weights, out, cfg)

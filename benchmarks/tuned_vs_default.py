@@ -36,8 +36,8 @@ def main():
         tuned = load_config_file(results / "configs" / config_file_name(N, K, results.name, block))
         for M, config in tuned.items():
             ops = random_operands(M, N, K, block, device="cuda")
-            copies = timing.weight_copies(ops.B.numel(), torch.cuda.get_device_properties(0).L2_cache_size)
-            weights = [(ops.B, ops.Bs)] + [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies - 1)]
+            weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=True)
+            copies = len(weights)
             out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
             samples = {config: [], default: []}
             for _ in range(5):

@@ -104,8 +104,8 @@ def compare(out_path, results_dir, config_path):
         ours = pick_config(load_config_file(results_dir / "configs" / config_file_name(N, K, results_dir.name, block)), M)
         theirs = Config(**cdict)
         ops = random_operands(M, N, K, block, device="cuda")
-        copies = timing.weight_copies(ops.B.numel(), torch.cuda.get_device_properties(0).L2_cache_size)
-        weights = [(ops.B, ops.Bs)] + [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies - 1)]
+        weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=True)
+        copies = len(weights)
         out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
         samples = {ours: [], theirs: []}
         for _ in range(7):  # interleaved, so drift hits both alike

@@ -27,6 +27,15 @@ def weight_copies(weight_bytes: int, l2_bytes: int, limit: int = 64) -> int:
     return max(2, min(limit, needed))
 
 
+def rotating_weights(B: torch.Tensor, Bs: torch.Tensor, on_gpu: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The weight and its scales, plus enough copies to keep them cold in L2 (no copies on CPU)."""
+    if not on_gpu:
+        return [(B, Bs)]
+    l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    copies = weight_copies(B.numel() * B.element_size() + Bs.numel() * Bs.element_size(), l2)
+    return [(B, Bs)] + [(B.clone(), Bs.clone()) for _ in range(copies - 1)]
+
+
 def _sleep_us(us: float) -> None:
     # torch.cuda._sleep spins for a number of cycles; ~2 GHz is an upper bound
     # for Hopper clocks, so this sleeps at least `us` in practice or a bit more.

@@ -103,12 +103,8 @@ def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_d
     # 2. Operands, reference, and weight copies to keep L2 cold.
     ops = random_operands(M, N, K, block_shape, device=device, seed=settings.seed)
     ref = reference_matmul(ops)
-    if interpret:
-        copies = 1
-    else:
-        l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-        copies = timing.weight_copies(ops.B.numel() + ops.Bs.numel() * 4, l2)
-    weights = [(ops.B, ops.Bs)] + [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies - 1)]
+    weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=not interpret)
+    copies = len(weights)
     out = torch.empty((M, N), dtype=OUT_DTYPES[out_dtype], device=device)
 
     # 3. Check each config's numbers once (output poisoned first), then time one more launch.

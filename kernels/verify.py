@@ -336,12 +336,8 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, limits: D
     out_dtype = OUT_DTYPES[shape.out_dtype]
     ops = random_operands(M, N, K, block_shape, device=device, seed=settings.seed)
     ref = reference_matmul(ops)
-    if interpret:
-        copies = 1
-    else:
-        l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-        copies = timing.weight_copies(ops.B.numel() + ops.Bs.numel() * 4, l2)
-    weights = [(ops.B, ops.Bs)] + [(ops.B.clone(), ops.Bs.clone()) for _ in range(copies - 1)]
+    weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=not interpret)
+    copies = len(weights)
     out = torch.empty((M, N), dtype=out_dtype, device=device)
 
     row: dict[str, object] = {"N": N, "K": K, "M": M, **shape.extra}

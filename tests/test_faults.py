@@ -292,6 +292,19 @@ def test_kill_9_of_tune_job_rerun_completes_and_slot_is_freed(tmp_path, target):
 
 # --- 3. kill -9 of snakemake itself, during tuning and during aggregation ----------------
 
+def kill_snakemake_when(proc, condition, timeout_s=300):
+    """kill -9 snakemake alone once `condition()` holds; wait for its orphaned jobs to end."""
+    try:
+        seen = wait_for(condition, timeout_s)
+        orphans = jobs_under(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    wait_gone(orphans)
+    return seen
+
+
 def test_kill_9_of_snakemake_during_tuning_then_aggregation(tmp_path):
     """Only snakemake is killed (its running job lives on as an orphan, as after a real kill -9)."""
     wd = make_workdir(tmp_path)
@@ -301,28 +314,14 @@ def test_kill_9_of_snakemake_during_tuning_then_aggregation(tmp_path):
     with FinalNames(wd) as watch:
         # Run 1: killed while a tune job runs, after two points are done.
         proc, out1 = start(wd, *args, name="run1")
-        try:
-            job = wait_for(lambda: len(tsvs(wd)) >= 2 and [p for p in descendants(proc.pid) if "tune.py" in cmdline(p)],
-                           300)
-            orphans = jobs_under(proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            proc.kill()
-        wait_gone(orphans)
+        job = kill_snakemake_when(proc, lambda: len(tsvs(wd)) >= 2 and [
+            p for p in descendants(proc.pid) if "tune.py" in cmdline(p)])
         present = len(tsvs(wd))
         assert 2 <= present < total and job
 
         # Run 2, the same command: killed while an aggregate job runs.
         proc, out2 = start(wd, *args, name="run2")
-        try:
-            wait_for(lambda: [p for p in descendants(proc.pid) if "aggregate.py" in cmdline(p)], 300)
-            orphans = jobs_under(proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            proc.kill()
-        wait_gone(orphans)
+        kill_snakemake_when(proc, lambda: [p for p in descendants(proc.pid) if "aggregate.py" in cmdline(p)])
         planned2 = job_count(out2.read_text(), "tune")
         present2 = len(tsvs(wd))
 

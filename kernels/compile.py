@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kernels.naming import write_atomic
 from kernels.search_space import Config
-from kernels.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES
+from kernels.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES, error_note
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def compile_config(point: Point, config: Config) -> CompileResult:
         compiled = block_fp8_matmul_kernel.warmup(
             *launch_args(A, B, C, As, Bs, point.block_shape), grid=(1,), **config.launch_kwargs())
     except OutOfResources as e:
-        return CompileResult(OUT_OF_RESOURCES, str(e).splitlines()[0][:200])
+        return CompileResult(OUT_OF_RESOURCES, error_note(e))
     except Exception as e:  # noqa: BLE001 - any compiler failure is a property of the config
-        return CompileResult(COMPILE_ERROR, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        return CompileResult(COMPILE_ERROR, error_note(e))
     limit = max_shared_mem(driver.active.get_current_device())
     if compiled.metadata.shared > limit:
         return CompileResult(OUT_OF_RESOURCES, f"shared memory {compiled.metadata.shared} > {limit} bytes")
@@ -181,9 +181,6 @@ def _main_module_hidden():
         main.__dict__.update(saved)
         main.__spec__ = spec
 
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 def compile_for_points(points: list[Point], configs: list[Config], workers: int) -> dict[Config, CompileResult]:

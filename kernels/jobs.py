@@ -114,13 +114,10 @@ def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, search_space: 
                 from kernels import worker
 
                 log_file.flush()
-                worker.submit(request, slot.uuid if slot else "cpu", backend, triton_cache, worker_idle_s, log)
+                worker.submit(request, slot, backend, triton_cache, worker_idle_s, log)
             else:
                 prepare_environment(backend, triton_cache)
-                if backend == "cuda" and slot.uuid.startswith("GPU-"):
-                    # compile workers are separate processes: point them at this slot's GPU
-                    os.environ["CUDA_VISIBLE_DEVICES"] = slot.uuid
-                run_point(request, 0 if backend == "cuda" else None, log)
+                run_point(request, slots.pin_to(slot) if backend == "cuda" else None, log)
         finally:
             if slot is not None:
                 log(f"slot {slot.uuid} released_at {time.time():.3f}")

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 from kernels.search_space import PARAMS, Config
 
 # Device name used for the interpreter backend; never a real GPU's name.
 INTERPRET_DEVICE = "cpu_interpreter"
-
-_CONFIG_NAME = re.compile(
-    r"^N=(?P<N>\d+),K=(?P<K>\d+),device_name=(?P<device>.+),dtype=fp8_w8a8,"
-    r"block_shape=\[(?P<bn>\d+),\s*(?P<bk>\d+)\]\.json$"
-)
-
 
 def normalize_device_name(raw: str) -> str:
     """vLLM's rule: torch.cuda.get_device_name() with spaces replaced by '_'."""
@@ -29,12 +22,12 @@ def config_file_name(N: int, K: int, device_name: str, block_shape) -> str:
     return f"N={N},K={K},device_name={device_name},dtype=fp8_w8a8,block_shape=[{block_n},{block_k}].json"
 
 
-def parse_config_file_name(name: str) -> dict | None:
-    m = _CONFIG_NAME.match(os.path.basename(name))
-    if not m:
-        return None
-    return {"N": int(m["N"]), "K": int(m["K"]), "device_name": m["device"],
-            "block_shape": [int(m["bn"]), int(m["bk"])]}
+def compare_file_for(compare_dir: str | os.PathLike | None, N: int, K: int, device_name: str, block_shape) -> str:
+    """The file an engine with this config folder would load for (N, K) on this device, or ''."""
+    if not compare_dir:
+        return ""
+    path = os.path.join(os.fspath(compare_dir), config_file_name(N, K, device_name, block_shape))
+    return path if os.path.isfile(path) else ""
 
 
 def configs_to_json(best: dict[int, Config]) -> str:

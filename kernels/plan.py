@@ -137,6 +137,9 @@ def make_plan(config: dict, detect=detect_device_name) -> Plan:
             shapes_by_tp[int(tp)] = shapes_for(int(tp), config["model"], config.get("shapes"), block_shape)
         except ShapeError as e:
             raise ConfigError(str(e)) from e
+    compare_dir = config.get("compare_dir")
+    if compare_dir and not Path(compare_dir).is_dir():
+        raise ConfigError(f"compare_dir: {compare_dir!r} is not a folder (from {Path.cwd()})")
     name = config["device_name"]
     device_name = detect(backend) if name == "auto" else normalize_device_name(name)
     return Plan(device_name, backend, block_shape, config["out_dtype"], tuple(sorted(batch_sizes)),

@@ -122,3 +122,17 @@ def acquire(timeout_s: float = 3600.0, poll_s: float = 0.2, gpus: list[str] | No
         if time.monotonic() > deadline:
             raise TimeoutError(f"no free GPU slot among {len(gpus)} in {folder} after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+def pin_to(slot: Slot) -> int:
+    """Make this process, and the processes it starts (compile pools), see only the slot's GPU.
+
+    Call before CUDA is initialised. Returns torch's index of the slot's GPU in this process.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    if slot.uuid.startswith("GPU-") and not (torch is not None and torch.cuda.is_initialized()):
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot.uuid
+        return 0
+    return slot.index

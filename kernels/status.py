@@ -8,3 +8,14 @@ LAUNCH_ERROR = "launch_error"          # built, but failed when launched
 STATUSES = (OK, OUT_OF_RESOURCES, COMPILE_ERROR, WRONG_RESULT, LAUNCH_ERROR)
 PRUNED = "pruned"                      # not run: same program order as another config at this M
 STATUSES = (*STATUSES, PRUNED)
+
+
+def error_note(e: BaseException) -> str:
+    """One short line for a TSV note: the exception's type and the first line of its message."""
+    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def launch_failure(e: BaseException) -> str:
+    """Status of a config (or contender) whose launch raised `e`."""
+    return OUT_OF_RESOURCES if "OutOfResources" in type(e).__name__ else LAUNCH_ERROR

@@ -24,7 +24,7 @@ from kernels import timing
 from kernels.reference import MAX_RELATIVE_ERROR, random_operands, reference_matmul, relative_error
 from kernels.search_space import Config, prune_equivalent
 from kernels.settings import Settings
-from kernels.status import LAUNCH_ERROR, OK, OUT_OF_RESOURCES, PRUNED, STATUSES, WRONG_RESULT
+from kernels.status import OK, PRUNED, STATUSES, WRONG_RESULT, error_note, launch_failure
 
 __all__ = ["Settings", "Result", "PointReport", "NoValidConfig", "tune_point", "make_launcher"]
 
@@ -51,7 +51,8 @@ class NoValidConfig(RuntimeError):
     pass
 
 
-def make_launcher(ops, weights, out, config: Config) -> Callable[[int], None]:
+def make_launcher(ops, weights, out, config: Config) -> Callable[[int], torch.Tensor]:
+    """launch(copy) runs `config` on weight copy `copy`, writing and returning `out`."""
     from kernels.kernel import block_fp8_matmul_kernel, grid_size, launch_args
 
     M, N = ops.A.shape[0], ops.B.shape[0]
@@ -59,8 +60,9 @@ def make_launcher(ops, weights, out, config: Config) -> Callable[[int], None]:
     kwargs = config.launch_kwargs()
     args = [launch_args(ops.A, B, out, ops.As, Bs, ops.block_shape) for B, Bs in weights]
 
-    def launch(copy: int) -> None:
+    def launch(copy: int) -> torch.Tensor:
         kernel(*args[copy], **kwargs)
+        return out
 
     return launch
 
@@ -73,8 +75,7 @@ def _error_tensor(out: torch.Tensor, ref: torch.Tensor, ref_norm: torch.Tensor) 
 
 
 def _launch_failure(r: Result, e: Exception) -> None:
-    r.status = OUT_OF_RESOURCES if "OutOfResources" in type(e).__name__ else LAUNCH_ERROR
-    r.note = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    r.status, r.note = launch_failure(e), error_note(e)
 
 
 def tune_point(N: int, K: int, M: int, configs: list[Config], block_shape, out_dtype: str,

@@ -32,9 +32,9 @@ from typing import Callable
 
 import pandas as pd
 
-from kernels.naming import config_file_name, load_config_file, pick_config, write_atomic
+from kernels.naming import compare_file_for, config_file_name, load_config_file, pick_config, write_atomic
 from kernels.search_space import Config, vllm_default_config
-from kernels.status import LAUNCH_ERROR, OK, OUT_OF_RESOURCES, WRONG_RESULT
+from kernels.status import OK, WRONG_RESULT, error_note, launch_failure
 
 # Statuses a verify row uses besides kernels.status's.
 UNSUPPORTED = "unsupported"  # the library refused the call (cuBLAS: shape, batch size, torch version)
@@ -94,11 +94,6 @@ class DeviceLimits:
 def injected_wrong() -> set[str]:
     value = os.environ.get(INJECT_WRONG_ENV, "")
     return {v.strip() for v in value.split(",") if v.strip()}
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -181,11 +176,11 @@ def measure_limits(log: Callable[[str], None] = print) -> DeviceLimits:
     try:
         limits.bandwidth_gbs = measure_bandwidth_gbs()
     except Exception as e:  # noqa: BLE001
-        notes.append(f"bandwidth not measured: {_short(e)}")
+        notes.append(f"bandwidth not measured: {error_note(e)}")
     try:
         limits.fp8_peak_tflops = measure_fp8_peak_tflops()
     except Exception as e:  # noqa: BLE001
-        notes.append(f"FP8 peak not measured: {_short(e)}")
+        notes.append(f"FP8 peak not measured: {error_note(e)}")
     limits.note = "; ".join(notes)
     log(f"device limits: bandwidth {limits.bandwidth_gbs:.0f} GB/s, FP8 peak {limits.fp8_peak_tflops:.0f} TFLOPS"
         + (f" ({limits.note})" if limits.note else ""))
@@ -194,21 +189,6 @@ def measure_limits(log: Callable[[str], None] = print) -> DeviceLimits:
 
 # ---------------------------------------------------------------------------------------------
 # Contenders: each builds `launch(copy) -> output tensor` for one point's operands.
-
-
-def _triton_launcher(ops, weights, out, config: Config) -> Callable[[int], object]:
-    from kernels.kernel import block_fp8_matmul_kernel, grid_size, launch_args
-
-    M, N = ops.A.shape[0], ops.B.shape[0]
-    kernel = block_fp8_matmul_kernel[(grid_size(M, N, config),)]
-    kwargs = config.launch_kwargs()
-    args = [launch_args(ops.A, B, out, ops.As, Bs, ops.block_shape) for B, Bs in weights]
-
-    def launch(copy: int):
-        kernel(*args[copy], **kwargs)
-        return out
-
-    return launch
 
 
 def cublas_scale_layouts(As, Bs):
@@ -258,7 +238,7 @@ def _cublas_launcher(ops, weights, out_dtype):
             if ops.A.is_cuda:
                 torch.cuda.synchronize()
         except Exception as e:  # noqa: BLE001 - torch's checks and cuBLAS NOT_SUPPORTED
-            errors.append(f"{name}: {_short(e)}")
+            errors.append(f"{name}: {error_note(e)}")
             continue
         return name, launch
     raise NotImplementedError("; ".join(errors))
@@ -286,8 +266,7 @@ def _check_and_time(name: str, launch: Callable[[int], object], ref, copies: int
             result = launch(0)
             torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001
-        status = OUT_OF_RESOURCES if "OutOfResources" in type(e).__name__ else LAUNCH_ERROR
-        return Outcome(status, note=_short(e))
+        return Outcome(launch_failure(e), note=error_note(e))
     if name in inject:
         result = result.clone()
         result.view(-1)[:: max(1, result.numel() // 7)] += 1.0
@@ -329,6 +308,7 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, limits: D
     from kernels import timing
     from kernels.kernel import OUT_DTYPES
     from kernels.reference import random_operands, reference_matmul
+    from kernels.tuner import make_launcher
 
     N, K, block_shape = shape.N, shape.K, tuple(shape.block_shape)
     interpret = settings.backend == "interpret"
@@ -353,7 +333,7 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, limits: D
             outcomes[name] = Outcome(MISSING, note="no compare_dir given" if not shape.compare_file
                                      else f"no file {shape.compare_file}")
             continue
-        launch = _triton_launcher(ops, weights, out, config)
+        launch = make_launcher(ops, weights, out, config)
         outcomes[name] = _check_and_time(name, launch, ref, copies, settings, inject, out=out)
         outcomes[name].config = config.label()
     row["compare_key"] = min(shape.compare, key=lambda k: abs(k - M)) if shape.compare else ""
@@ -366,7 +346,7 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, limits: D
         try:
             layout, launch = _cublas_launcher(ops, weights, out_dtype)
         except Exception as e:  # noqa: BLE001
-            outcomes["cublas"] = Outcome(UNSUPPORTED, note=_short(e) if not isinstance(e, NotImplementedError)
+            outcomes["cublas"] = Outcome(UNSUPPORTED, note=error_note(e) if not isinstance(e, NotImplementedError)
                                          else str(e)[:400])
         else:
             outcomes["cublas"] = _check_and_time("cublas", launch, ref, copies, settings, inject)
@@ -422,14 +402,6 @@ def verify_shape(shape: ShapeInputs, settings: VerifySettings, limits: DeviceLim
 # Files
 
 
-def compare_file_for(compare_dir: str | os.PathLike | None, N: int, K: int, device_name: str, block_shape) -> str:
-    """The file an engine with this config folder would load for (N, K) on this device, or ''."""
-    if not compare_dir:
-        return ""
-    path = os.path.join(os.fspath(compare_dir), config_file_name(N, K, device_name, block_shape))
-    return path if os.path.isfile(path) else ""
-
-
 def render_rows(rows: list[dict]) -> str:
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     buf = io.StringIO()
@@ -469,26 +441,11 @@ def merge(paths, out_path) -> pd.DataFrame:
 # One job
 
 
-class DeviceMismatch(RuntimeError):
-    pass
-
-
-def _torch_index(slot) -> int:
-    """torch's index of the slot's GPU, found by UUID (the slot's index is the fallback)."""
-    import torch
-
-    for i in range(torch.cuda.device_count()):
-        uuid = getattr(torch.cuda.get_device_properties(i), "uuid", None)
-        if uuid is not None and f"GPU-{uuid}" == slot.uuid:
-            return i
-    return slot.index
-
-
 def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, compare_dir: str | None, device_name: str,
                block_shape, out_dtype: str, settings: VerifySettings, log: Callable[[str], None] = print) -> None:
     """Take a GPU slot (as kernels.jobs does), check the GPU, verify every batch size of the shape's JSON."""
     from kernels import slots
-    from kernels.naming import normalize_device_name
+    from kernels.jobs import check_device
 
     started = time.time()
     slot = None
@@ -499,15 +456,12 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, compare_dir: str |
     try:
         limits = None
         if settings.backend == "cuda":
+            index = slots.pin_to(slot)
             import torch
 
-            index = _torch_index(slot)
             torch.cuda.set_device(index)
-            found = normalize_device_name(torch.cuda.get_device_name(index))
-            if found != device_name:
-                raise DeviceMismatch(f"this job verifies results for {device_name!r} ({out_tsv}) but the GPU it "
-                                     f"got is {found!r}")
-            log(f"torch {torch.__version__}, GPU {found}")
+            check_device(device_name, index, out_tsv)
+            log(f"torch {torch.__version__}, GPU {torch.cuda.get_device_name(index)}")
             if settings.roofline:
                 limits = measure_limits(log)
         compare_file = compare_file_for(compare_dir, N, K, device_name, block_shape)

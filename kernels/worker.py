@@ -60,17 +60,16 @@ def _recv_line(conn: socket.socket) -> dict | None:
 
 # --- job side ---------------------------------------------------------------------------
 
-def _start(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float) -> subprocess.Popen:
+def _start(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> subprocess.Popen:
     from kernels.slots import lock_dir
 
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    if backend == "cuda" and slot.startswith("GPU-"):
-        env["CUDA_VISIBLE_DEVICES"] = slot  # the worker's device 0 is its slot's GPU
     with open(folder / f"{addr}.log", "a") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "kernels.worker", "--address", addr, "--slot", slot, "--backend", backend,
+            [sys.executable, "-m", "kernels.worker", "--address", addr, "--slot", slot.uuid, "--slot-index", str(slot.index),
+             "--backend", backend,
              "--triton-cache", str(Path(triton_cache).resolve()), "--idle", str(idle_s)],  # its cwd differs
             cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # outlives the job that started it
@@ -90,24 +89,26 @@ def _connect(addr: str, proc: subprocess.Popen | None, timeout_s: float) -> sock
             time.sleep(0.05)
 
 
-def submit(request: dict, slot: str, backend: str, triton_cache: str, idle_s: float, log) -> None:
-    """Have the slot's worker tune `request`; raise WorkerError with the reason if it fails."""
-    from kernels.slots import lock_dir
+def submit(request: dict, slot, backend: str, triton_cache: str, idle_s: float, log) -> None:
+    """Have the worker of `slot` (a kernels.slots.Slot, or None for the CPU) tune `request`;
+    raise WorkerError with the reason if it fails."""
+    from kernels.slots import Slot, lock_dir
 
-    addr = address(slot, backend, triton_cache)
+    slot = slot or Slot(index=0, uuid="cpu", fd=-1)
+    addr = address(slot.uuid, backend, triton_cache)
     worker_log = lock_dir() / f"{addr}.log"
     for attempt in range(3):
         sock = _connect(addr, None, 0)
         if sock is None:
             proc = _start(addr, slot, backend, triton_cache, idle_s)
-            log(f"started worker pid {proc.pid} for slot {slot} (log {worker_log})")
+            log(f"started worker pid {proc.pid} for slot {slot.uuid} (log {worker_log})")
             sock = _connect(addr, proc, 300)
             if sock is None:
                 # another worker may have won the address; try once more before giving up
                 sock = _connect(addr, None, 0)
             if sock is None:
                 tail = worker_log.read_text()[-2000:] if worker_log.exists() else ""
-                raise WorkerError(f"tuning worker for slot {slot} did not start; its log ends:\n{tail}")
+                raise WorkerError(f"tuning worker for slot {slot.uuid} did not start; its log ends:\n{tail}")
         with sock:
             _send(sock, request)
             accepted = _recv_line(sock)
@@ -116,12 +117,12 @@ def submit(request: dict, slot: str, backend: str, triton_cache: str, idle_s: fl
             log(f"worker pid {accepted['accepted']} took the point")
             reply = _recv_line(sock)
         if reply is None:
-            raise WorkerError(f"tuning worker pid {accepted['accepted']} for slot {slot} exited during the "
+            raise WorkerError(f"tuning worker pid {accepted['accepted']} for slot {slot.uuid} exited during the "
                               f"request (killed or crashed; see {worker_log}); run the same command again")
         if not reply["ok"]:
             raise WorkerError(reply["error"])
         return
-    raise WorkerError(f"no tuning worker for slot {slot} accepted the point after 3 attempts")
+    raise WorkerError(f"no tuning worker for slot {slot.uuid} accepted the point after 3 attempts")
 
 
 # --- worker side ------------------------------------------------------------------------
@@ -136,8 +137,9 @@ def _client_alive(conn: socket.socket) -> bool:
         return False
 
 
-def serve(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float) -> None:
+def serve(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> None:
     from kernels.jobs import DeviceMismatch, prepare_environment, run_point
+    from kernels.slots import pin_to
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -146,10 +148,11 @@ def serve(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float) 
         return  # another worker already serves this slot
     listener.listen(16)
     listener.settimeout(idle_s)
+    device_index = pin_to(slot) if backend == "cuda" else None  # before CUDA starts
     prepare_environment(backend, triton_cache)
     from kernels.tuner import NoValidConfig  # imports torch and triton once, for every request
 
-    print(f"worker pid {os.getpid()} serving slot {slot} ({backend}) at @{addr}", flush=True)
+    print(f"worker pid {os.getpid()} serving slot {slot.uuid} ({backend}) at @{addr}", flush=True)
     while True:
         try:
             conn, _ = listener.accept()
@@ -169,7 +172,7 @@ def serve(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float) 
                         raise ClientGone
 
                 try:
-                    run_point(request, 0 if backend == "cuda" else None, log)
+                    run_point(request, device_index, log)
                     reply = {"ok": True}
                 except ClientGone:
                     print(f"job for {request['tsv']} went away; request abandoned", flush=True)
@@ -197,12 +200,16 @@ def serve(addr: str, slot: str, backend: str, triton_cache: str, idle_s: float) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--address", required=True)
-    ap.add_argument("--slot", required=True)
+    ap.add_argument("--slot", required=True, help="the slot's GPU UUID")
+    ap.add_argument("--slot-index", type=int, default=0, help="torch's index of that GPU in the job")
     ap.add_argument("--backend", required=True, choices=["cuda", "interpret"])
     ap.add_argument("--triton-cache", required=True)
     ap.add_argument("--idle", type=float, default=60.0)
     args = ap.parse_args()
-    serve(args.address, args.slot, args.backend, args.triton_cache, args.idle)
+    from kernels.slots import Slot
+
+    serve(args.address, Slot(index=args.slot_index, uuid=args.slot, fd=-1), args.backend, args.triton_cache,
+          args.idle)
 
 
 if __name__ == "__main__":

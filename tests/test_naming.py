@@ -3,7 +3,7 @@
 import json
 import random
 
-from kernels.naming import (configs_to_json, config_file_name, load_config_file, parse_config_file_name,
+from kernels.naming import (configs_to_json, config_file_name, load_config_file,
                             pick_config, write_atomic)
 from kernels.search_space import Config
 
@@ -20,8 +20,6 @@ def vllm_style_lookup(folder, N, K, device_name, block_shape, M):
 def test_file_name_matches_vllm():
     assert (config_file_name(4608, 7168, "NVIDIA_H100_80GB_HBM3", (128, 128))
             == "N=4608,K=7168,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128,128].json")
-    assert parse_config_file_name(config_file_name(1, 2, "X_Y", (64, 32))) == {
-        "N": 1, "K": 2, "device_name": "X_Y", "block_shape": [64, 32]}
 
 
 def test_json_written_is_loaded_like_vllm(tmp_path):

@@ -78,3 +78,22 @@ def test_concurrent_jobs_never_share_a_slot(workdir):
                 assert b1 <= a2 or b2 <= a1, f"two jobs held {s1} at once"
     overlapping = [(x, y) for i, x in enumerate(intervals) for y in intervals[i + 1:] if x[1] < y[2] and y[1] < x[2]]
     assert overlapping, "with gpu=2 some jobs should have run at the same time"
+
+
+def test_pin_to_narrows_the_process_to_the_slot_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    # A real GPU UUID (CUDA not started in this CPU test process): the process sees only it, as index 0.
+    assert slots.pin_to(slots.Slot(index=1, uuid="GPU-0123-abcd", fd=-1)) == 0
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-0123-abcd"
+    # No UUID to pin by (fake or index-named slot): keep the environment, use the slot's index.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert slots.pin_to(slots.Slot(index=1, uuid="fake1", fd=-1)) == 1
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+def test_fake_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv(slots.FAKE_GPUS_ENV, "4")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert slots.visible_gpus() == ["fake3", "fake1"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert slots.visible_gpus() == ["fake0", "fake1", "fake2", "fake3"]

@@ -1,14 +1,15 @@
 # Settings and helpers of the verification rules (workflow/rules/verify.smk).
 import time as _time
 
+from kernels.naming import compare_file_for  # noqa: E402
+
 VERIFY = f"{RESULTS}/verify"
 VERIFY_SETTINGS = config.get("verify_settings") or {}
 _VERIFY_STARTED = _time.time()
 
 # Folder of JSON files to compare with (an installed vLLM's or SGLang's configs folder), or None.
+# (kernels.plan has checked that it is a folder.)
 COMPARE_DIR = config.get("compare_dir") or None
-if COMPARE_DIR is not None and not Path(COMPARE_DIR).is_dir():
-    raise WorkflowError(f"Invalid configuration: compare_dir: {COMPARE_DIR!r} is not a folder (from {Path.cwd()})")
 
 VERIFY_PLOTS = ["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else []) + ["roofline", "cublas", "times"]
 _PLOT_LABELS = {
@@ -30,8 +31,7 @@ def verify_targets():
 
 def verify_inputs(wildcards):
     inputs = {"tuned": config_json(wildcards.N, wildcards.K)}
-    if COMPARE_DIR:
-        path = Path(COMPARE_DIR) / config_file_name(wildcards.N, wildcards.K, DEVICE, PLAN.block_shape)
-        if path.is_file():
-            inputs["compare"] = str(path)
+    compare = compare_file_for(COMPARE_DIR, wildcards.N, wildcards.K, DEVICE, PLAN.block_shape)
+    if compare:
+        inputs["compare"] = compare
     return inputs

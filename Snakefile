@@ -2,12 +2,10 @@
 # writes vLLM/SGLang config JSONs. Run: snakemake --cores all --resources gpu=8
 from snakemake.utils import min_version
 
-min_version("8.0")
+min_version("9.0")
 
 
-configfile: "config/config.yaml"
-
-
+# config/config.yaml (and any --configfile, --config) is read in common.smk, strictly.
 report: "workflow/report/workflow.rst"
 
 
@@ -21,5 +19,5 @@ include: "workflow/rules/verify.smk"
 rule all:
     input:
         all_config_files(),
-        verify_targets() if config.get("verify") else [],
+        verify_targets() if config["verify"] else [],
     default_target: True

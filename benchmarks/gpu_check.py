@@ -1,38 +1,32 @@
-"""First look on a GPU: versions, kernel vs float32 reference, and one full-space tune with phase times.
+"""First look on a GPU: versions, the kernel against the float32 reference, and the bench against itself.
 
-Run on the GPU host from the repo root:
-    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --N 4608 --K 7168 --M 64
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py
+
+1. The kernel with vLLM's fallback config on fresh random operands (odd sizes and M=1 included),
+   every output dtype, output poisoned first: relative error against the float32 reference.
+2. The bench (w8a8_tuner.search.bench.GpuBench) at N=576 K=7168 M=1, where host launch latency is
+   largest against the kernel: one config as two contenders (the control: their ratio is the
+   noise), single launches vs batches, and the old first timing (events around one launch, stream
+   not held) for comparison.
 """
 
-import argparse
-import os
-import sys
-import time
-from pathlib import Path
+from __future__ import annotations
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kernels.jobs import prepare_environment  # noqa: E402
+import math
+import statistics
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--N", type=int, default=4608)
-    ap.add_argument("--K", type=int, default=7168)
-    ap.add_argument("--M", type=int, nargs="+", default=[64])
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--cache", default="/tmp/w8a8-check-cache")
-    args = ap.parse_args()
-    prepare_environment("cuda", args.cache)
+def main() -> None:
+    from w8a8_tuner.search.backend import prepare
 
+    backend = prepare("cuda", "/tmp/w8a8-gpu-check-cache")
     import torch
     import triton
 
-    from kernels import timing
-    from kernels.kernel import block_fp8_matmul
+    from kernels.block_fp8 import OUT_DTYPES, block_fp8_matmul
     from kernels.reference import random_operands, reference_matmul, relative_error
-    from kernels.search_space import DEFAULT_SPACE, valid_configs, vllm_default_config
-    from kernels.tuner import Settings, make_launcher, tune_point
+    from w8a8_tuner.search.space import Config, vllm_default_config
+    from w8a8_tuner.search.workload import Workload
 
     print(f"torch {torch.__version__} triton {triton.__version__} gpu {torch.cuda.get_device_name()}")
     block = (128, 128)
@@ -40,29 +34,37 @@ def main():
     for M, N, K in [(1, 576, 7168), (33, 200, 300), (100, 4608, 7168), (4096, 7168, 2304)]:
         ops = random_operands(M, N, K, block, device="cuda")
         ref = reference_matmul(ops)
-        for dt in (torch.bfloat16, torch.float16, torch.float32):
-            out = torch.full((M, N), float("nan"), dtype=dt, device="cuda")
-            block_fp8_matmul(ops.A, ops.B, ops.As, ops.Bs, block, default, dt, out=out)
-            print(f"check M={M} N={N} K={K} {dt}: rel err {relative_error(out, ref):.2e}")
+        for name, dt in OUT_DTYPES.items():
+            out = torch.full((M, N), math.nan, dtype=dt, device="cuda")
+            block_fp8_matmul(ops.A, ops.B, ops.As, ops.Bs, block, default.as_dict(), dt, out=out)
+            print(f"check M={M} N={N} K={K} {name}: relative error {relative_error(out, ref):.2e}")
 
-    configs = valid_configs(DEFAULT_SPACE, block)
-    for M in args.M:
-        t0 = time.perf_counter()
-        rep = tune_point(args.N, args.K, M, configs, block, "bfloat16",
-                         Settings(compile_workers=args.workers), log=lambda s: print("   ", s))
-        wall = time.perf_counter() - t0
-        ops = random_operands(M, args.N, args.K, block, device="cuda")
-        out = torch.empty((M, args.N), dtype=torch.bfloat16, device="cuda")
-        weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=True)
-        copies = len(weights)
-        times = {}
-        for name, cfg in (("tuned", rep.best), ("vllm_default", default)):
-            launch = make_launcher(ops, weights, out, cfg)
-            launch(0)
-            times[name] = timing.median_time_us(launch, copies, 2000, 21, timing.time_batch(launch, 1, copies))
-        print(f"point N={args.N} K={args.K} M={M}: wall {wall:.1f} s, best {rep.best.label()} "
-              f"{times['tuned']:.2f} us, vLLM default {times['vllm_default']:.2f} us, "
-              f"speedup {times['vllm_default'] / times['tuned']:.2f}x")
+    M, N, K = 1, 576, 7168
+    workload = Workload.create(M, N, K, block, "bfloat16", "cuda", backend.cache_bytes(), seed=0)
+    bench = backend.bench()
+    small, big = Config(16, 32, 128, 1, 4, 5), Config(16, 64, 128, 1, 4, 4)
+    launchers = [workload.launcher(c) for c in (small, small, big)]
+    for launch in launchers:
+        launch(0)
+    torch.cuda.synchronize()
+    single = bench.measure(launchers, 1, 21)
+    batched = bench.measure(launchers, 50, 21)
+    for label, samples in (("single launches", single), ("batches of 50", batched)):
+        a, b, c = (statistics.median(s) for s in samples)
+        print(f"bench, {label}: {small.label()} {a:.2f} us and again {b:.2f} us (control ratio {b / a:.4f}), "
+              f"{big.label()} {c:.2f} us")
+    print(f"bench: host {bench.host_us:.1f} us per launch or event, {bench.retries} segments queued again")
+    # The old first timing: events around one launch, the stream not held.
+    old = []
+    for _ in range(21):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        launchers[0](1)
+        end.record()
+        end.synchronize()
+        old.append(start.elapsed_time(end) * 1000)
+    print(f"old first timing (stream not held): {small.label()} {statistics.median(old):.2f} us")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Start a sweep in the background on the GPU host (survives the device command's end),
-# logging to $SWEEP_DIR; poll it with benchmarks/poll_sweep.sh.
-#   SWEEP_DIR=/tmp/sweep benchmarks/run_sweep.sh --configfile config/config.yaml benchmarks/configs/two_shapes_tp8.yaml
+# On the GPU host: start, in the background (it survives the device command's end), the full sweep,
+# then its verification, then the exhaustive check; log to $SWEEP_DIR and poll with wait_sweep.sh.
+#   SWEEP_DIR=/tmp/sweep GPUS=1 benchmarks/run_sweep.sh [extra snakemake args, e.g. --configfile my.yaml]
+# Stages and their wall times are written to $SWEEP_DIR/times (start/end lines, one per stage).
 set -euo pipefail
 dir=${SWEEP_DIR:-/tmp/sweep}
-mkdir -p "$dir"
-cd "$(dirname "$0")/.."
+work=${WORK_DIR:-/tmp/wf-sweep}
+mkdir -p "$dir" "$work"
+repo=$(cd "$(dirname "$0")/.." && pwd)
 setsid bash -c "
-  start=\$(date +%s.%N); echo start \$start > '$dir/times'
-  snakemake --cores all --resources gpu=\${GPUS:-1} $* > '$dir/snakemake.log' 2>&1; rc=\$?
-  echo end \$(date +%s.%N) rc \$rc >> '$dir/times'
+  cd '$work'
+  stage() { name=\$1; shift; echo \"start \$name \$(date +%s.%N)\" >> '$dir/times'
+            \"\$@\" > '$dir/'\$name.log 2>&1; rc=\$?; echo \"end \$name \$(date +%s.%N) rc \$rc\" >> '$dir/times'; }
+  stage sweep snakemake -s '$repo/Snakefile' --cores all --resources gpu=\${GPUS:-1} $*
+  stage verify snakemake -s '$repo/Snakefile' --cores all --resources gpu=\${GPUS:-1} $* verify_all
+  dev=\$(ls results | head -1)
+  stage exhaustive python3 '$repo/benchmarks/exhaustive_check.py' --points tp8 --results results/\$dev --out '$dir/exhaustive'
+  echo done >> '$dir/times'
 " < /dev/null > /dev/null 2>&1 &
-echo "sweep started, logs in $dir"
+echo "sweep started in $work, logs in $dir"

@@ -3,7 +3,8 @@
     python3 benchmarks/sweep_summary.py WORKDIR DEVICE_NAME WALL_SECONDS
 
 Reads WORKDIR/logs/<device>/tune/*/M*.log (slot acquired/released times), the TSV headers
-(worker start/finish per point) and WORKDIR/logs/<device>/compile/*.log.
+(worker start/finish per point, results/<device>/tune/<fingerprint>/...) and
+WORKDIR/logs/<device>/compile/*.log.
 """
 
 import re
@@ -26,8 +27,9 @@ def main():
             acquired.append((float(a.group(1)), float(r.group(1)), re.search(r"slot (\S+)", text).group(1)))
         for secs, what in re.findall(r"\[\s*([\d.]+) s\] (\w+)", text):
             phases[what] = phases.get(what, 0.0) + float(secs)
-        tsv = results / "tune" / log.parent.name / (log.stem + ".tsv")
-        if tsv.exists():
+        found = sorted((results / "tune").glob(f"*/{log.parent.name}/{log.stem}.tsv"), key=lambda p: p.stat().st_mtime)
+        tsv = found[-1] if found else None
+        if tsv is not None:
             head = tsv.read_text(errors="replace")[:2000]
             s = re.search(r"# started: ([\d.]+)", head)
             f = re.search(r"# finished: ([\d.]+)", head)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Wait (at most $1 seconds) for a sweep started by run_sweep.sh; print progress; exit 0 when it ended.
+# Wait (at most $1 seconds) for what run_sweep.sh started; print progress; exit 0 once it is all done.
 dir=${SWEEP_DIR:-/tmp/sweep}
 limit=${1:-540}
 t0=$(date +%s)
 while [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do
-  if grep -q '^end' "$dir/times" 2>/dev/null; then cat "$dir/times"; exit 0; fi
-  sleep 10
-  echo "$(date +%T) $(grep -c 'Finished jobid' "$dir/snakemake.log" 2>/dev/null) jobs done; $(grep -o '[0-9]* of [0-9]* steps ([0-9]*%) done' "$dir/snakemake.log" | tail -1)"
+  if grep -q '^done' "$dir/times" 2>/dev/null; then cat "$dir/times"; exit 0; fi
+  sleep 15
+  echo "$(date +%T) $(tail -1 "$dir/times" 2>/dev/null) | $(grep -h 'tuned N=' "$dir"/sweep.log 2>/dev/null | tail -1) | $(grep -c '^N=' "$dir/exhaustive.log" 2>/dev/null) exhaustive points"
 done
-echo "still running after $limit s"; exit 3
+cat "$dir/times"; echo "still running after $limit s"; exit 3

@@ -1,4 +1,5 @@
-"""Block-FP8 W8A8 Triton GEMM (vLLM semantics), its reference, search space, timing and tuner.
+"""The Triton W8A8 block-scaled GEMM (`block_fp8`) and its float32 reference (`reference`).
 
-Plain Python: no Snakemake in here. workflow/scripts/ are thin adapters onto it.
+Nothing here knows about tuning: the tuner (package `w8a8_tuner`) only launches `block_fp8`
+with the six launch parameters an engine's JSON file holds.
 """

@@ -1,52 +1,134 @@
+import hashlib
+import os
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import validate
 
-REPO_ROOT = Path(workflow.basedir)
-sys.path.insert(0, str(REPO_ROOT))
+from w8a8_tuner.jobs.client import RUN_STARTED_ENV
+from w8a8_tuner.jobs.slots import FAKE_GPUS_ENV, check_lock_dir, try_lock
+from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
+from w8a8_tuner.plan.config import ConfigFileProblem, deep_update, load_strict, schema_error_message, yaml_values
+from w8a8_tuner.plan.settings import result_settings, settings_text
+from w8a8_tuner.plan.sweep import ConfigError, make_plan
+from w8a8_tuner.results.aggregate import stale_reason
+from w8a8_tuner.results.naming import config_file_name
+from w8a8_tuner.search.compile import Point, specialization_key
 
-from kernels.compile import Point, specialization_key  # noqa: E402
-from kernels.naming import config_file_name  # noqa: E402
-from kernels.plan import ConfigError, UnwritableFolder, check_writable, make_plan, schema_error_message  # noqa: E402
-from kernels.slots import try_lock  # noqa: E402
+
+# --- configuration: files read strictly, --config values as YAML, schema with defaults --------
+# (Snakemake's own `configfile:` would keep a duplicated key silently and not name a broken file.)
+DEFAULT_CONFIG = "config/config.yaml"
 
 
+def load_config():
+    files = ([DEFAULT_CONFIG] if Path(DEFAULT_CONFIG).exists() else []) + [
+        str(f) for f in workflow.overwrite_configfiles
+    ]
+    merged = {}
+    for path in files:
+        deep_update(merged, load_strict(path))
+    return deep_update(merged, yaml_values(dict(workflow.config_settings.config)))
+
+
+try:
+    _loaded = load_config()
+except ConfigFileProblem as e:
+    raise WorkflowError(f"Invalid configuration: {e}")
+config.clear()
+config.update(_loaded)
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as e:
     raise WorkflowError(f"Invalid configuration: {schema_error_message(e)}")
-
-
 try:
     PLAN = make_plan(config)
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
 DEVICE = PLAN.device_name
+config["device_name"] = DEVICE  # the resolved name, for the report and for cluster jobs
 RESULTS = f"results/{DEVICE}"
 LOGS = f"logs/{DEVICE}"
+# Everything a tuned point depends on besides (N, K, M); its fingerprint names the sweep's folder.
+SETTINGS = result_settings(PLAN, config["tuning"])
+SWEEP = f"{RESULTS}/tune/{SETTINGS['fingerprint']}"
 # Compiled kernels, shared by every job on the node and kept across resumed runs.
 TRITON_CACHE = f"{RESULTS}/triton_cache"
-
-
-def output_folders():
-    return [f"{RESULTS}/configs"] + [f"{RESULTS}/tune/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
-
-
-# An unwritable output folder stops the run before Snakemake even scans it (a results
-# *file* would crash its DAG code); onstart then creates and probes each folder.
-if workflow.is_main_process:
-    try:
-        check_writable(output_folders(), probe=False)
-    except UnwritableFolder as e:
-        raise WorkflowError(str(e))
+# The interpreter runs jobs in-process when asked; the CUDA backend needs no Python of its own.
+PYTHON = sys.executable
 
 wildcard_constraints:
     N=r"\d+",
     K=r"\d+",
     M=r"\d+",
     spec=r"[1nx]+-\w+",
+
+
+def settings_json():
+    return f"{SWEEP}/settings.json"
+
+
+def tune_tsv(N, K, M):
+    return f"{SWEEP}/N{N}_K{K}/M{M}.tsv"
+
+
+def config_json(N, K):
+    return f"{RESULTS}/configs/{config_file_name(N, K, DEVICE, PLAN.block_shape)}"
+
+
+def manifest(N, K):
+    return f"{RESULTS}/aggregate/N{N}_K{K}.tsv"
+
+
+def shape_tsvs(N, K):
+    return {str(m): tune_tsv(N, K, m) for m in PLAN.batch_sizes}
+
+
+def tp_config_files(tp):
+    return [config_json(n, k) for n, k in PLAN.shapes_by_tp[tp]]
+
+
+def all_config_files():
+    return [config_json(n, k) for n, k in PLAN.shapes]
+
+
+def output_folders():
+    return [f"{RESULTS}/configs", f"{RESULTS}/aggregate"] + [f"{SWEEP}/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
+
+
+# An unwritable output folder stops the run before Snakemake even scans it (a results *file*
+# would crash its DAG code); onstart then creates and probes each folder. A SLURM profile still
+# holding its placeholders stops here too, before anything is submitted.
+if workflow.is_main_process:
+    try:
+        check_writable(output_folders(), probe=False)
+        check_slurm_profile(workflow.resource_settings.default_resources)
+    except (UnwritableFolder, ConfigError) as e:
+        raise WorkflowError(str(e))
+
+
+# --- a JSON that is no longer what its TSVs and settings give is made again --------------------
+# (file times cannot tell: results copied into a fresh clone, --rerun-triggers mtime, a damaged
+# or edited JSON). The stale JSON's aggregate job gets a marker input that only this finding
+# produces, so dry runs show the job too.
+STALE = {}
+if workflow.is_main_process:
+    for _n, _k in PLAN.shapes:
+        _why = stale_reason(config_json(_n, _k), manifest(_n, _k), SETTINGS["fingerprint"],
+                            {m: p for m, p in ((int(m), p) for m, p in shape_tsvs(_n, _k).items())})
+        if _why:
+            STALE[(str(_n), str(_k))] = _why
+
+
+def stale_marker(wildcards):
+    why = STALE.get((wildcards.N, wildcards.K))
+    if why is None:
+        return []
+    made = Path(config_json(wildcards.N, wildcards.K)).stat()
+    key = hashlib.sha1(f"{why}|{SETTINGS['fingerprint']}|{made.st_mtime_ns}|{made.st_size}".encode()).hexdigest()[:10]
+    return [f"{RESULTS}/aggregate/stale/N{wildcards.N}_K{wildcards.K}.{key}"]
 
 
 def spec_of(N, K, M):
@@ -63,27 +145,7 @@ def compiled_marker(wildcards):
     """A tune job waits for its specialization's compile job (the interpreter compiles nothing)."""
     if PLAN.backend == "interpret":
         return []
-    return f"{RESULTS}/compile/{spec_of(wildcards.N, wildcards.K, wildcards.M)}.tsv"
-
-
-def tune_tsv(N, K, M):
-    return f"{RESULTS}/tune/N{N}_K{K}/M{M}.tsv"
-
-
-def config_json(N, K):
-    return f"{RESULTS}/configs/{config_file_name(N, K, DEVICE, PLAN.block_shape)}"
-
-
-def shape_tsvs(wildcards):
-    return {str(m): tune_tsv(wildcards.N, wildcards.K, m) for m in PLAN.batch_sizes}
-
-
-def tp_config_files(tp):
-    return [config_json(n, k) for n, k in PLAN.shapes_by_tp[tp]]
-
-
-def all_config_files():
-    return [config_json(n, k) for n, k in PLAN.shapes]
+    return ancient(f"{SWEEP}/compile/{spec_of(wildcards.N, wildcards.K, wildcards.M)}.tsv")
 
 
 def gpu_slots():
@@ -107,18 +169,14 @@ def compile_threads():
     return max(1, cores() - gpu_slots())
 
 
-def tune_workers():
-    # A tune job compiles only what its compile job missed, with its share of the cores.
-    return max(1, cores() // gpu_slots())
-
-
 def compile_workers(wildcards, threads):
-    setting = config.get("tuning", {}).get("compile_workers", "auto")
+    setting = config["tuning"]["compile_workers"]
     if setting != "auto":
         return int(setting)
     # On a cluster a job gets the CPUs it asked for: its threads (the profile's set-threads),
-    # the same number on the head node and in the job.
-    return threads if workflow.non_local_exec or workflow.remote_exec else tune_workers()
+    # the same number on the head node and in the job. Locally, a tune job compiles what its
+    # compile job missed with its share of the cores.
+    return threads if workflow.non_local_exec or workflow.remote_exec else max(1, cores() // gpu_slots())
 
 
 # One sweep per working directory at a time. Snakemake's own lock is off (profiles/default)
@@ -132,8 +190,11 @@ onstart:
         raise WorkflowError(
             f"another snakemake is already running this workflow in {Path.cwd()}; wait for it or stop it"
         )
-    # An unwritable output folder stops the run here, not after a job has tuned a point.
+    # An unwritable output or lock folder stops the run here, not after a job has tuned a point.
     try:
         check_writable(output_folders())
-    except UnwritableFolder as e:
+        if PLAN.backend == "cuda" or os.environ.get(FAKE_GPUS_ENV):
+            check_lock_dir()
+    except OSError as e:
         raise WorkflowError(str(e))
+    os.environ[RUN_STARTED_ENV] = f"{time.time():.3f}"

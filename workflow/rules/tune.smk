@@ -1,22 +1,41 @@
+localrules:
+    tune_settings,
+
+
+rule tune_settings:
+    """The settings every point of this sweep is tuned with, in the folder their fingerprint names."""
+    output:
+        json=settings_json(),
+    params:
+        text=settings_text(SETTINGS),
+    run:
+        Path(output.json).write_text(params.text)
+
+
 rule tune:
-    """Search every config for one (N, K, M) on one GPU slot; one TSV row per config."""
+    """Search every config for one (N, K, M) on one GPU slot; one TSV row per config. The job is a
+    small client of a persistent per-GPU worker (w8a8_tuner.jobs.client), so it starts fast; its
+    command line holds no setting, so editing code or a setting that cannot change a result
+    (compile workers, the worker's idle time) re-tunes nothing."""
     input:
+        settings=ancient(settings_json()),
         compiled=compiled_marker,
     output:
-        tsv=f"{RESULTS}/tune/N{{N}}_K{{K}}/M{{M}}.tsv",
+        tsv=f"{SWEEP}/N{{N}}_K{{K}}/M{{M}}.tsv",
     log:
         f"{LOGS}/tune/N{{N}}_K{{K}}/M{{M}}.log",
     params:
-        device_name=DEVICE,
-        backend=PLAN.backend,
-        block_shape=list(PLAN.block_shape),
-        out_dtype=PLAN.out_dtype,
-        search_space=config["search_space"],
-        tuning=config.get("tuning", {}),
+        python=PYTHON,
         triton_cache=TRITON_CACHE,
         compile_workers=compile_workers,
+        worker="--in-process" if not config["tuning"]["persistent_worker"] else "",
+        idle=config["tuning"]["worker_idle_s"],
+        points=len(PLAN.points()),
     threads: 1
     resources:
         gpu=1,
-    script:
-        "../scripts/tune.py"
+    shell:
+        "{params.python} -m w8a8_tuner.jobs.client --tsv {output.tsv} --log {log} "
+        "--N {wildcards.N} --K {wildcards.K} --M {wildcards.M} --settings {input.settings} "
+        "--triton-cache {params.triton_cache} --compile-workers {params.compile_workers} {params.worker} "
+        "--worker-idle-s {params.idle} --points-total {params.points}"

@@ -1,17 +1,55 @@
 # Verification of the tuned configs and the HTML report (`snakemake verify_all`, or `verify: true`;
-# then `snakemake --report report.html verify_all`). kernels/verify.py and kernels/verify_report.py do the work.
+# then `snakemake --report report.html verify_all`). w8a8_tuner/verify/ does the work.
+import time as _time
+
+from w8a8_tuner.plan.settings import verify_settings
+from w8a8_tuner.results.naming import compare_file_for
+
+# Folder of JSON files to compare with (an installed vLLM's or SGLang's configs folder), or None
+# (w8a8_tuner.plan.sweep has checked that it is a folder and that its files load).
+COMPARE_DIR = config["compare_dir"]
+# Tables and plots live in a folder named by what they depend on (tuned results, verify settings,
+# compare folder): changing any of them verifies again into a new folder.
+VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR)['fingerprint']}"
+_VERIFY_STARTED = _time.time()
+
+VERIFY_PLOTS = (["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else [])
+                + ["spot_check", "roofline", "cublas", "times"])
+_PLOT_LABELS = {
+    "speedup_default": "speedup over vLLM default",
+    "speedup_compare": "speedup over compare_dir",
+    "spot_check": "tuned vs spot check (search quality)",
+    "roofline": "percent of roofline",
+    "cublas": "tuned vs cuBLAS",
+    "times": "times per shape",
+}
 
 
-include: "verify_common.smk"
+def verify_tsv(N, K):
+    return f"{VERIFY}/shapes/N{N}_K{K}.tsv"
+
+
+def verify_targets():
+    return [f"{VERIFY}/verify.tsv", f"{VERIFY}/summary.tsv"] + [f"{VERIFY}/{p}.png" for p in VERIFY_PLOTS]
+
+
+def verify_inputs(wildcards):
+    inputs = {"tuned": config_json(wildcards.N, wildcards.K)}
+    inputs.update({f"M{m}": p for m, p in shape_tsvs(wildcards.N, wildcards.K).items()})
+    compare = compare_file_for(COMPARE_DIR, wildcards.N, wildcards.K, DEVICE, PLAN.block_shape)
+    if compare:
+        inputs["compare"] = compare
+    return inputs
 
 
 rule verify:
-    """Check, then time, the tuned config of every batch size of one shape against vLLM's default,
-    compare_dir's config, cuBLAS blockwise FP8 and the roofline, on one GPU slot."""
+    """Check, then time side by side, the tuned config of every batch size of one shape against itself
+    (the control), vLLM's default, compare_dir's config, the spot check, cuBLAS blockwise FP8 and the
+    roofline, on one GPU slot."""
     input:
         unpack(verify_inputs),
     output:
-        tsv=f"{VERIFY}/N{{N}}_K{{K}}.tsv",
+        tsv=f"{VERIFY}/shapes/N{{N}}_K{{K}}.tsv",
     log:
         f"{LOGS}/verify/N{{N}}_K{{K}}.log",
     params:
@@ -20,7 +58,7 @@ rule verify:
         block_shape=list(PLAN.block_shape),
         out_dtype=PLAN.out_dtype,
         compare_dir=COMPARE_DIR or "",
-        settings=VERIFY_SETTINGS,
+        settings=config["verify_settings"],
         triton_cache=TRITON_CACHE,
     threads: 1
     resources:
@@ -35,7 +73,7 @@ rule verify_merge:
         [verify_tsv(n, k) for n, k in PLAN.shapes],
     output:
         tsv=report(
-            f"{RESULTS}/verify.tsv",
+            f"{VERIFY}/verify.tsv",
             caption="../report/verify_tsv.rst",
             category="Verification",
             subcategory="Data",
@@ -49,9 +87,10 @@ rule verify_merge:
 
 
 rule verify_summary:
-    """Geomean speedups and worst point per shape and overall; the text is printed at the end of the run."""
+    """Geomean speedups, worst points, noise and spot-check regret per shape and overall; the text is
+    printed at the end of the run."""
     input:
-        tsv=f"{RESULTS}/verify.tsv",
+        tsv=f"{VERIFY}/verify.tsv",
     output:
         summary=report(
             f"{VERIFY}/summary.tsv",
@@ -69,9 +108,10 @@ rule verify_summary:
 
 
 rule verify_plots:
-    """Heatmaps (shapes x batch sizes) of the speedups and of the percent of roofline; times per shape."""
+    """Heatmaps (shapes x batch sizes) of the speedups, the spot check and the percent of roofline;
+    times per shape."""
     input:
-        tsv=f"{RESULTS}/verify.tsv",
+        tsv=f"{VERIFY}/verify.tsv",
     output:
         **{
             p: report(
@@ -102,4 +142,4 @@ onsuccess:
     _summary = Path(f"{VERIFY}/summary.txt")
     if _summary.is_file() and _summary.stat().st_mtime >= _VERIFY_STARTED:
         print(_summary.read_text(), end="")
-        print(f"details: {RESULTS}/verify.tsv; report: snakemake --report report.html verify_all (same config)")
+        print(f"details: {VERIFY}/verify.tsv; report: snakemake --report report.html verify_all (same config)")

@@ -1,25 +1,28 @@
-"""Snakemake adapter: merge one shape's TSVs into its vLLM JSON (kernels.results does the work)."""
+"""Snakemake adapter: merge one shape's TSVs into its engine JSON and manifest (w8a8_tuner.results does the work)."""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-
-from kernels.plan import check_search_space  # noqa: E402
-from kernels.results import ResultFileError, aggregate  # noqa: E402
+from w8a8_tuner.results.aggregate import aggregate
+from w8a8_tuner.results.tsv import ResultFileError
+from w8a8_tuner.search.space import valid_configs
 
 sm = snakemake  # noqa: F821
+s = sm.params.settings
 with open(sm.log[0], "w") as log:
-    expected = {"N": sm.wildcards.N, "K": sm.wildcards.K, "device_name": sm.params.device_name,
-                "block_shape": list(sm.params.block_shape), "out_dtype": sm.params.out_dtype,
-                "backend": sm.params.backend}
-    configs = set(check_search_space(sm.params.search_space, sm.params.block_shape))
+    expected = {"N": sm.wildcards.N, "K": sm.wildcards.K, "fingerprint": s["fingerprint"],
+                "device_name": s["device_name"], "backend": s["backend"], "block_shape": s["block_shape"],
+                "out_dtype": s["out_dtype"]}
+    tsvs = {int(m): path for m, path in sm.input.items() if m.isdigit()}
     try:
-        best = aggregate({int(m): path for m, path in sm.input.items()}, sm.output.json, expected, configs)
+        best = aggregate(tsvs, sm.output.json, sm.output.manifest, expected,
+                         set(valid_configs(s["search_space"], s["block_shape"])))
     except ResultFileError as e:
         print(f"ERROR: {e}", file=log)
         print(f"aggregate N={sm.wildcards.N} K={sm.wildcards.K}: {e} (delete that TSV and run the same "
               "command again to re-tune its point)", file=sys.stderr)
         raise SystemExit(1)
+    for marker in sm.input.stale:
+        Path(marker).unlink(missing_ok=True)  # the stale JSON is replaced
     for m, c in best.items():
         print(f"M={m}: {c.label()}", file=log)

@@ -1,27 +1,27 @@
-"""Snakemake adapter: compile one specialization's configs (kernels.compile does the work)."""
+"""Snakemake adapter: compile one specialization's configs (w8a8_tuner.search.compile does the work)."""
 
-import sys
+import json
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-
-from kernels.jobs import prepare_environment  # noqa: E402
+from w8a8_tuner.search.backend import prepare
 
 sm = snakemake  # noqa: F821
-prepare_environment("cuda", sm.params.triton_cache)
+prepare("cuda", sm.params.triton_cache)  # before triton is imported
 
-from kernels.compile import Point, compile_for_points  # noqa: E402
-from kernels.naming import write_atomic  # noqa: E402
-from kernels.plan import check_search_space  # noqa: E402
-from kernels.status import STATUSES  # noqa: E402
+from w8a8_tuner.results.files import write_atomic  # noqa: E402
+from w8a8_tuner.search.compile import Point, compile_for_points  # noqa: E402
+from w8a8_tuner.search.space import valid_configs  # noqa: E402
+from w8a8_tuner.search.status import STATUSES  # noqa: E402
 
 
 def main():
+    settings = json.loads(Path(sm.input.settings).read_text())
     with open(sm.log[0], "w", buffering=1) as log:
         t0 = time.perf_counter()
-        points = [Point(m, n, k, tuple(sm.params.block_shape), sm.params.out_dtype) for n, k, m in sm.params.points]
-        configs = list(check_search_space(sm.params.search_space, sm.params.block_shape))
+        block_shape = tuple(settings["block_shape"])
+        points = [Point(m, n, k, block_shape, settings["out_dtype"]) for n, k, m in sm.params.points]
+        configs = list(valid_configs(settings["search_space"], block_shape))
         results = compile_for_points(points, configs, sm.threads)
         counts = {s: sum(r.status == s for r in results.values()) for s in STATUSES}
         print(f"{len(results)} configs for {len(points)} points in {time.perf_counter() - t0:.1f} s "

@@ -1,11 +1,8 @@
-"""Snakemake adapter: merge the per-shape verify TSVs into one (kernels.verify does the work)."""
+"""Snakemake adapter: merge the per-shape verify TSVs into one (w8a8_tuner.verify.table does the work)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821
-
-from kernels.verify import VerifyFileError, merge  # noqa: E402
+from w8a8_tuner.verify.table import VerifyFileError, merge
 
 sm = snakemake  # noqa: F821
 with open(sm.log[0], "w") as log:

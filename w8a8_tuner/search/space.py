@@ -1,22 +1,19 @@
-"""Launch parameters, the search space over them, and the rules that make a config invalid."""
+"""Launch parameters, the search space over them, and which configs are worth timing at a batch size."""
 
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import asdict, dataclass, fields
+
+from kernels.blocks import cdiv
 
 # The six launch parameters, in the order vLLM's JSON files list them.
 PARAMS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 
-# vLLM's benchmark_w8a8_block_fp8.py space: 4 * 5 * 2 * 4 * 2 * 4 = 1280 configs.
-DEFAULT_SPACE = {
-    "BLOCK_SIZE_M": [16, 32, 64, 128, 256],
-    "BLOCK_SIZE_N": [32, 64, 128, 256],
-    "BLOCK_SIZE_K": [64, 128],
-    "GROUP_SIZE_M": [1, 16, 32, 64],
-    "num_warps": [4, 8],
-    "num_stages": [2, 3, 4, 5],
-}
+
+class SpaceError(ValueError):
+    """A search space that yields no valid config, or holds values the kernel cannot take."""
 
 
 @dataclass(frozen=True, order=True)
@@ -29,13 +26,18 @@ class Config:
     num_stages: int
 
     def as_dict(self) -> dict[str, int]:
+        """The JSON entry of an engine's config file, and the kernel's launch keywords."""
         return {k: int(v) for k, v in asdict(self).items()}
-
-    def launch_kwargs(self) -> dict[str, int]:
-        return self.as_dict()
 
     def label(self) -> str:
         return "M{}_N{}_K{}_G{}_w{}_s{}".format(*(getattr(self, p) for p in PARAMS))
+
+    @classmethod
+    def from_label(cls, label: str) -> "Config":
+        parts = label.split("_")
+        if len(parts) != len(PARAMS) or [p[:1] for p in parts] != ["M", "N", "K", "G", "w", "s"]:
+            raise ValueError(f"not a config label: {label!r} (expected e.g. M16_N64_K128_G1_w4_s3)")
+        return cls(*(int(p[1:]) for p in parts))
 
 
 assert tuple(f.name for f in fields(Config)) == PARAMS
@@ -48,28 +50,29 @@ def vllm_default_config(block_shape) -> Config:
                   GROUP_SIZE_M=32, num_warps=4, num_stages=2)
 
 
-def invalid_reason(config: Config, block_shape) -> str | None:
-    """Why a config can never be right for this kernel (None if it can).
-
-    The kernel reads one K scale per K step, so a K step must not straddle two
-    scale groups: BLOCK_SIZE_K has to divide block_k.
-    """
-    block_k = block_shape[1]
-    if block_k % config.BLOCK_SIZE_K:
-        return f"BLOCK_SIZE_K={config.BLOCK_SIZE_K} does not divide block_k={block_k}"
-    return None
-
-
 def expand(space: dict[str, list[int]]) -> list[Config]:
     """Cross product of the per-parameter value lists, in a stable order."""
     missing = [p for p in PARAMS if p not in space]
     if missing:
-        raise ValueError(f"search_space lacks {', '.join(missing)}")
+        raise SpaceError(f"search_space lacks {', '.join(missing)}")
     return [Config(*values) for values in itertools.product(*(sorted(set(space[p])) for p in PARAMS))]
 
 
-def valid_configs(space: dict[str, list[int]], block_shape) -> list[Config]:
-    return [c for c in expand(space) if invalid_reason(c, block_shape) is None]
+def valid_configs(space: dict[str, list[int]], block_shape) -> tuple[Config, ...]:
+    """Every config of the space the kernel can run correctly for this block shape.
+
+    The kernel reads one K scale per K step, so a K step must not straddle two scale
+    groups: BLOCK_SIZE_K has to divide block_k. A value that breaks this is an error
+    naming it (not a silent cut of the space)."""
+    block_k = block_shape[1]
+    bad_k = [v for v in space["BLOCK_SIZE_K"] if block_k % v]
+    if bad_k:
+        raise SpaceError(f"search_space.BLOCK_SIZE_K: {bad_k} do not divide block_k={block_k} "
+                         "(a K step must stay within one scale group)")
+    configs = tuple(expand(space))
+    if not configs:
+        raise SpaceError("search_space: no valid config is left")
+    return configs
 
 
 def prune_equivalent(configs: list[Config], M: int) -> dict[Config, Config]:
@@ -84,9 +87,21 @@ def prune_equivalent(configs: list[Config], M: int) -> dict[Config, Config]:
     for c in configs:
         by_rest.setdefault((c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, c.BLOCK_SIZE_K, c.num_warps, c.num_stages), []).append(c)
     for group in by_rest.values():
-        tiles_m = -(-M // group[0].BLOCK_SIZE_M)
+        tiles_m = cdiv(M, group[0].BLOCK_SIZE_M)
         whole = sorted((c for c in group if c.GROUP_SIZE_M >= tiles_m or tiles_m == 1),
                        key=lambda c: c.GROUP_SIZE_M)
         for c in group:
             rep[c] = whole[0] if c in whole else c
     return rep
+
+
+def distinct_at(configs, M: int) -> list[Config]:
+    """The configs that run a program order of their own at batch size M (what the tuner times)."""
+    rep = prune_equivalent(list(configs), M)
+    return [c for c in configs if rep[c] == c]
+
+
+def sample(configs, k: int, seed: int) -> list[Config]:
+    """k configs drawn at random (reproducibly for a seed), or all of them if there are fewer."""
+    pool = sorted(configs)
+    return sorted(random.Random(seed).sample(pool, min(k, len(pool))))

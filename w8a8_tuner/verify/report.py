@@ -1,4 +1,4 @@
-"""From the merged verify table (kernels.verify) to a summary table and PNG plots for the report.
+"""From the merged verify table (w8a8_tuner.verify.table) to a summary table and PNG plots for the report.
 
 Plain Python; matplotlib is imported only by the plotting functions.
 """
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kernels.naming import write_atomic
-from kernels.status import OK
+from w8a8_tuner.results.files import write_atomic
+from w8a8_tuner.search.status import OK
+
+# A spot-check config faster than the tuned one by more than this is a search miss worth reporting.
+REGRET_LIMIT = 1.02
 
 OTHERS = {"default": "vLLM default", "compare": "compare_dir", "cublas": "cuBLAS"}
 _SHORT = {"wrong_result": "wrong", "unsupported": "unsup.", "skipped": "skipped", "missing": "missing",
@@ -23,6 +26,8 @@ SUMMARY_COLUMNS = (
     "vs_compare_geomean", "vs_compare_worst",
     "vs_cublas_geomean", "vs_cublas_worst", "cublas_not_ok",
     "roofline_median_pct", "roofline_worst",
+    "noise_median_pct", "noise_max_pct",
+    "regret_median", "regret_p98", "regret_worst", f"regret_over_{REGRET_LIMIT}",
 )
 
 
@@ -39,11 +44,11 @@ def _where(row, with_shape: bool) -> str:
     return (f"{shape_label(row.N, row.K)} M={int(row.M)}" if with_shape else f"M={int(row.M)}")
 
 
-def _worst(df: pd.DataFrame, col: str, fmt: str, with_shape: bool) -> str:
+def _worst(df: pd.DataFrame, col: str, fmt: str, with_shape: bool, largest: bool = False) -> str:
     v = df[col].dropna()
     if v.empty:
         return "n/a"
-    row = df.loc[v.idxmin()]
+    row = df.loc[v.idxmax() if largest else v.idxmin()]
     return f"{fmt.format(row[col])} at {_where(row, with_shape)}"
 
 
@@ -64,6 +69,14 @@ def _summary_row(df: pd.DataFrame, label: str, with_shape: bool) -> dict:
     pct = df["pct_roofline"].dropna()
     row["roofline_median_pct"] = f"{pct.median():.1f}%" if len(pct) else _roofline_why(df)
     row["roofline_worst"] = _worst(df, "pct_roofline", "{:.1f}%", with_shape)
+    noise = df["noise_pct"].dropna()
+    row["noise_median_pct"] = f"{noise.median():.2f}%" if len(noise) else "n/a"
+    row["noise_max_pct"] = f"{noise.max():.2f}%" if len(noise) else "n/a"
+    regret = df["regret"].dropna()
+    row["regret_median"] = f"{regret.median():.3f}" if len(regret) else "n/a"
+    row["regret_p98"] = f"{regret.quantile(0.98):.3f}" if len(regret) else "n/a"
+    row["regret_worst"] = _worst(df, "regret", "{:.3f}", with_shape, largest=True)
+    row[f"regret_over_{REGRET_LIMIT}"] = f"{int((regret > REGRET_LIMIT).sum())}/{len(regret)}" if len(regret) else "n/a"
     return row
 
 
@@ -105,7 +118,9 @@ def summary_text(df: pd.DataFrame, summary: pd.DataFrame) -> str:
         lines.append("  tuned configs: all checked against the float32 reference, all right")
     for name, title in OTHERS.items():
         not_ok = _not_ok(df, name)
-        if total[f"vs_{name}_worst"] == "n/a":
+        if name == "compare" and (df["compare_note"] == "no compare_dir given").all():
+            lines.append("  tuned vs compare_dir: compare_dir not set")
+        elif total[f"vs_{name}_worst"] == "n/a":
             lines.append(f"  tuned vs {title}: no comparison ({name}: {not_ok})")
         else:
             lines.append(f"  tuned vs {title}: geomean {total[f'vs_{name}_geomean']}, worst {total[f'vs_{name}_worst']}"
@@ -115,6 +130,14 @@ def summary_text(df: pd.DataFrame, summary: pd.DataFrame) -> str:
     else:
         lines.append(f"  percent of roofline (tuned): median {total['roofline_median_pct']}, "
                      f"worst {total['roofline_worst']}")
+    lines.append(f"  noise (tuned config timed twice): median {total['noise_median_pct']}, "
+                 f"max {total['noise_max_pct']}")
+    if total["regret_median"] == "n/a":
+        lines.append("  spot check: no spot-check config timed")
+    else:
+        lines.append(f"  spot check (runner-ups and random configs; regret = tuned / best of them): median "
+                     f"{total['regret_median']}, 98th percentile {total['regret_p98']}, worst {total['regret_worst']}, "
+                     f"over {REGRET_LIMIT}: {total[f'regret_over_{REGRET_LIMIT}']} points")
     return "\n".join(lines) + "\n"
 
 
@@ -209,6 +232,15 @@ def plot_speedup(df: pd.DataFrame, other: str, path) -> None:
             + _interpret_note(df), path, colorbar_label=f"{title} / tuned")
 
 
+def plot_spot_check(df: pd.DataFrame, path) -> None:
+    df = df.assign(spot_over_tuned=1 / df["regret"])
+    heatmap(df, "spot_over_tuned", lambda r: "tuned\n" + _SHORT.get(r["tuned_status"], r["tuned_status"])
+            if r["tuned_status"] != OK else "none\ntimed",
+            "Tuned config against the spot check (its runner-ups and random configs that ran right)\n"
+            "(time of the best spot-check config / time tuned; < 1: the search missed a faster config)"
+            + _interpret_note(df), path, colorbar_label="best spot check / tuned")
+
+
 def plot_roofline(df: pd.DataFrame, path) -> None:
     heatmap(df, "pct_roofline", lambda r: _cell_reason(r, None),
             "Tuned config, percent of roofline\n(max(bytes / bandwidth, flops / FP8 peak) / time)",
@@ -250,7 +282,7 @@ def plot_times(df: pd.DataFrame, path) -> None:
 
 
 def write_plots(df: pd.DataFrame, paths: dict[str, str]) -> None:
-    """paths: plot name -> PNG path; names: speedup_default, speedup_compare, roofline, cublas, times."""
+    """paths: plot name -> PNG path; names: speedup_default, speedup_compare, spot_check, roofline, cublas, times."""
     for name, path in paths.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
@@ -262,6 +294,8 @@ def write_plots(df: pd.DataFrame, paths: dict[str, str]) -> None:
             plot_speedup(df, "cublas", tmp)
         elif name == "roofline":
             plot_roofline(df, tmp)
+        elif name == "spot_check":
+            plot_spot_check(df, tmp)
         elif name == "times":
             plot_times(df, tmp)
         else:

@@ -5,9 +5,12 @@ OUT_OF_RESOURCES = "out_of_resources"  # needs more shared memory than the GPU h
 COMPILE_ERROR = "compile_error"        # Triton could not build it
 WRONG_RESULT = "wrong_result"          # ran, output differs from the float32 reference
 LAUNCH_ERROR = "launch_error"          # built, but failed when launched
-STATUSES = (OK, OUT_OF_RESOURCES, COMPILE_ERROR, WRONG_RESULT, LAUNCH_ERROR)
 PRUNED = "pruned"                      # not run: same program order as another config at this M
-STATUSES = (*STATUSES, PRUNED)
+STATUSES = (OK, OUT_OF_RESOURCES, COMPILE_ERROR, WRONG_RESULT, LAUNCH_ERROR, PRUNED)
+
+# What counts as a wrong result: ||out - ref|| / ||ref|| above this, or any non-finite output.
+# bf16 output rounding alone gives ~3e-3; a wrong tile or scale gives O(1).
+MAX_RELATIVE_ERROR = 2e-2
 
 
 def error_note(e: BaseException) -> str:

@@ -19,9 +19,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernels.naming import write_atomic
-from kernels.search_space import Config
-from kernels.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES, error_note
+from kernels.blocks import activation_scale_shape, cdiv, weight_scale_shape
+from w8a8_tuner.results.files import write_atomic
+from w8a8_tuner.search.space import Config, distinct_at
+from w8a8_tuner.search.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES, error_note
 
 
 @dataclass(frozen=True)
@@ -62,18 +63,17 @@ def compile_config(point: Point, config: Config) -> CompileResult:
     from triton.runtime import driver
     from triton.runtime.errors import OutOfResources
 
-    from kernels.kernel import OUT_DTYPES, block_fp8_matmul_kernel, launch_args
+    from kernels.block_fp8 import OUT_DTYPES, block_fp8_matmul_kernel, launch_args
 
     M, N, K = point.M, point.N, point.K
-    block_n, block_k = point.block_shape
-    kb, nb = -(-K // block_k), -(-N // block_n)
     fp8 = torch.float8_e4m3fn
     A, B = _placeholder(fp8, (M, K)), _placeholder(fp8, (N, K))
     C = _placeholder(OUT_DTYPES[point.out_dtype], (M, N))
-    As, Bs = _placeholder(torch.float32, (M, kb)), _placeholder(torch.float32, (nb, kb))
+    As = _placeholder(torch.float32, activation_scale_shape(M, K, point.block_shape))
+    Bs = _placeholder(torch.float32, weight_scale_shape(N, K, point.block_shape))
     try:
         compiled = block_fp8_matmul_kernel.warmup(
-            *launch_args(A, B, C, As, Bs, point.block_shape), grid=(1,), **config.launch_kwargs())
+            *launch_args(A, B, C, As, Bs, point.block_shape), grid=(1,), **config.as_dict())
     except OutOfResources as e:
         return CompileResult(OUT_OF_RESOURCES, error_note(e))
     except Exception as e:  # noqa: BLE001 - any compiler failure is a property of the config
@@ -94,15 +94,10 @@ def _compile_chunk(point: Point, configs: list[Config]) -> list[CompileResult]:
     return results
 
 
-def _init_worker(repo_root: str) -> None:
-    if repo_root not in sys.path:
-        sys.path.insert(0, repo_root)
-
-
 def int_args(M: int, N: int, K: int, block_shape) -> tuple[int, ...]:
-    """The int arguments of a launch for contiguous operands, in kernels.kernel.launch_args order."""
+    """The int arguments of a launch for contiguous operands, in kernels.block_fp8.launch_args order."""
     block_n, block_k = block_shape
-    kb = -(-K // block_k)
+    kb = cdiv(K, block_k)
     # M N K group_n group_k | stride_am ak bk bn cm cn | stride_as_m as_k bs_k bs_n
     return (M, N, K, block_n, block_k, K, 1, 1, K, N, 1, kb, 1, 1, kb)
 
@@ -158,11 +153,9 @@ def _compile_all(point: Point, configs: list[Config], workers: int) -> dict[Conf
     # Interleaved chunks: expensive configs (big tiles, many stages) spread over workers.
     chunks = [configs[i::workers * 4] for i in range(workers * 4)]
     chunks = [c for c in chunks if c]
-    repo_root = str(Path(__file__).resolve().parents[1])
     ctx = multiprocessing.get_context("spawn")  # no CUDA state may be forked
     results: dict[Config, CompileResult] = {}
-    with _main_module_hidden(), ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                                    initializer=_init_worker, initargs=(repo_root,)) as pool:
+    with _main_module_hidden(), ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         for chunk, outcome in zip(chunks, pool.map(_compile_chunk, [point] * len(chunks), chunks)):
             results.update(zip(chunk, outcome))
     return results
@@ -182,13 +175,10 @@ def _main_module_hidden():
         main.__spec__ = spec
 
 
-
 def compile_for_points(points: list[Point], configs: list[Config], workers: int) -> dict[Config, CompileResult]:
     """Compile, once, what any of `points` (all of one specialization) will time."""
-    from kernels.search_space import prune_equivalent
-
     keys = {specialization_key(p) for p in points}
     if len(keys) != 1:
         raise ValueError(f"points of several specializations given: {sorted(keys)}")
-    needed = sorted({rep for p in points for rep in prune_equivalent(configs, p.M).values()})
+    needed = sorted({c for p in points for c in distinct_at(configs, p.M)})
     return precompile(points[0], needed, workers)

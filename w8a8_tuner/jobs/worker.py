@@ -1,16 +1,18 @@
 """Persistent tuning worker: one process per GPU slot that tunes the points its jobs hand it.
 
-A leaf job holds its GPU slot's lock (kernels.slots), so at most one job talks to a
-slot's worker at a time. The job connects to the worker over a Unix socket in the
-abstract namespace (nothing on disk to clean up; the address is derived from the
-slot, backend, Triton cache and lock folder), starting the worker if none answers.
-The worker keeps torch, the CUDA context and every loaded kernel between jobs and
-exits after `idle_s` without a request.
+A leaf job holds its GPU slot's lock (w8a8_tuner.jobs.slots), so at most one job talks to a
+slot's worker at a time. The job connects to the worker over a Unix socket in the abstract
+namespace (nothing on disk to clean up), starting the worker if none answers. The address is
+derived from the slot, the backend, the Triton cache, the lock folder and the code version:
+after an edit or a `git pull`, jobs start a fresh worker instead of being served by old code
+(the old one exits when idle). The worker keeps torch, the CUDA context and every loaded
+kernel between jobs and exits after `idle_s` without a request.
 
-Protocol, one JSON line each way: request -> {"accepted": pid} -> {"ok": true} or
-{"ok": false, "error": "..."}. A job killed mid-request is noticed at the next
-phase boundary and its request abandoned; a worker killed mid-request makes the
-job fail with a message, and the next job starts a new worker.
+Protocol, one JSON line each way: request -> {"accepted": pid} -> {"ok": true, "summary": ...} or
+{"ok": false, "error": "..."}. A job killed mid-request is noticed at the next phase boundary
+and its request abandoned. A worker that dies before accepting a request (killed, or exiting
+after a fatal error while the job waited in its queue) is replaced and the request sent again;
+one that dies during a request fails that job alone, with a message.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from w8a8_tuner.jobs.slots import Slot, lock_dir
+
+PACKAGE_ROOTS = [Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "kernels"]
 
 
 class WorkerError(RuntimeError):
@@ -37,10 +41,18 @@ class ClientGone(Exception):
     pass
 
 
-def address(slot: str, backend: str, triton_cache: str) -> str:
-    from kernels.slots import lock_dir
+def code_version() -> str:
+    """Hash of the tuner's and the kernel's source: a worker serves only jobs of the code it runs."""
+    h = hashlib.sha1()
+    for root in PACKAGE_ROOTS:
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root.parent)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
 
-    ident = f"{os.getuid()}|{lock_dir().resolve()}|{slot}|{backend}|{Path(triton_cache).resolve()}"
+
+def address(slot: str, backend: str, triton_cache: str) -> str:
+    ident = f"{os.getuid()}|{lock_dir().resolve()}|{slot}|{backend}|{Path(triton_cache).resolve()}|{code_version()}"
     return "w8a8-tuner-" + hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
@@ -49,29 +61,30 @@ def _send(conn: socket.socket, obj: dict) -> None:
 
 
 def _recv_line(conn: socket.socket) -> dict | None:
+    """One JSON line, or None if the other side went away first."""
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
+    try:
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    except OSError:  # reset by a peer that died
+        return None
     return json.loads(data)
 
 
 # --- job side ---------------------------------------------------------------------------
 
-def _start(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> subprocess.Popen:
-    from kernels.slots import lock_dir
-
+def _start(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float) -> subprocess.Popen:
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     with open(folder / f"{addr}.log", "a") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "kernels.worker", "--address", addr, "--slot", slot.uuid, "--slot-index", str(slot.index),
-             "--backend", backend,
-             "--triton-cache", str(Path(triton_cache).resolve()), "--idle", str(idle_s)],  # its cwd differs
-            cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "w8a8_tuner.jobs.worker", "--address", addr, "--slot", slot.uuid,
+             "--slot-index", str(slot.index), "--backend", backend,
+             "--triton-cache", str(Path(triton_cache).resolve()), "--idle", str(idle_s)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # outlives the job that started it
 
 
@@ -89,31 +102,28 @@ def _connect(addr: str, proc: subprocess.Popen | None, timeout_s: float) -> sock
             time.sleep(0.05)
 
 
-def submit(request: dict, slot, backend: str, triton_cache: str, idle_s: float, log) -> None:
-    """Have the worker of `slot` (a kernels.slots.Slot, or None for the CPU) tune `request`;
-    raise WorkerError with the reason if it fails."""
-    from kernels.slots import Slot, lock_dir
-
+def submit(request: dict, slot: Slot | None, backend: str, triton_cache: str, idle_s: float, log) -> str:
+    """Have the worker of `slot` (None: the CPU) tune `request`; its one-line summary, or WorkerError."""
     slot = slot or Slot(index=0, uuid="cpu", fd=-1)
     addr = address(slot.uuid, backend, triton_cache)
     worker_log = lock_dir() / f"{addr}.log"
-    for attempt in range(3):
+    for _ in range(3):
         sock = _connect(addr, None, 0)
         if sock is None:
             proc = _start(addr, slot, backend, triton_cache, idle_s)
             log(f"started worker pid {proc.pid} for slot {slot.uuid} (log {worker_log})")
-            sock = _connect(addr, proc, 300)
-            if sock is None:
-                # another worker may have won the address; try once more before giving up
-                sock = _connect(addr, None, 0)
+            sock = _connect(addr, proc, 300) or _connect(addr, None, 0)  # another may have won the address
             if sock is None:
                 tail = worker_log.read_text()[-2000:] if worker_log.exists() else ""
                 raise WorkerError(f"tuning worker for slot {slot.uuid} did not start; its log ends:\n{tail}")
         with sock:
-            _send(sock, request)
+            try:
+                _send(sock, request)
+            except OSError:
+                continue  # it went away before reading: start another
             accepted = _recv_line(sock)
             if accepted is None:
-                continue  # the worker was exiting (idle) as we connected: start another
+                continue  # it exited (idle, killed, or after a fatal error) before taking the point
             log(f"worker pid {accepted['accepted']} took the point")
             reply = _recv_line(sock)
         if reply is None:
@@ -121,8 +131,8 @@ def submit(request: dict, slot, backend: str, triton_cache: str, idle_s: float, 
                               f"request (killed or crashed; see {worker_log}); run the same command again")
         if not reply["ok"]:
             raise WorkerError(reply["error"])
-        return
-    raise WorkerError(f"no tuning worker for slot {slot.uuid} accepted the point after 3 attempts")
+        return reply.get("summary", "")
+    raise WorkerError(f"no tuning worker for slot {slot.uuid} accepted the point after 3 attempts (see {worker_log})")
 
 
 # --- worker side ------------------------------------------------------------------------
@@ -137,9 +147,10 @@ def _client_alive(conn: socket.socket) -> bool:
         return False
 
 
-def serve(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> None:
-    from kernels.jobs import DeviceMismatch, prepare_environment, run_point
-    from kernels.slots import pin_to
+def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float) -> None:
+    from w8a8_tuner.jobs.point import DeviceMismatch, run_point
+    from w8a8_tuner.jobs.slots import pin_to
+    from w8a8_tuner.search.backend import prepare
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -149,8 +160,8 @@ def serve(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> No
     listener.listen(16)
     listener.settimeout(idle_s)
     device_index = pin_to(slot) if backend == "cuda" else None  # before CUDA starts
-    prepare_environment(backend, triton_cache)
-    from kernels.tuner import NoValidConfig  # imports torch and triton once, for every request
+    prepare(backend, triton_cache)  # before triton is imported
+    from w8a8_tuner.search.stages import NoValidConfig  # imports torch and triton once, for every request
 
     print(f"worker pid {os.getpid()} serving slot {slot.uuid} ({backend}) at @{addr}", flush=True)
     while True:
@@ -172,8 +183,7 @@ def serve(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> No
                         raise ClientGone
 
                 try:
-                    run_point(request, device_index, log)
-                    reply = {"ok": True}
+                    reply = {"ok": True, "summary": run_point(request, device_index, log)}
                 except ClientGone:
                     print(f"job for {request['tsv']} went away; request abandoned", flush=True)
                     continue
@@ -194,6 +204,7 @@ def serve(addr: str, slot, backend: str, triton_cache: str, idle_s: float) -> No
             except OSError:
                 pass
             if fatal:
+                listener.close()  # jobs queued behind this one reconnect to a fresh worker
                 return
 
 
@@ -206,10 +217,7 @@ def main() -> None:
     ap.add_argument("--triton-cache", required=True)
     ap.add_argument("--idle", type=float, default=60.0)
     args = ap.parse_args()
-    from kernels.slots import Slot
-
-    serve(args.address, Slot(index=args.slot_index, uuid=args.slot, fd=-1), args.backend, args.triton_cache,
-          args.idle)
+    serve(args.address, Slot(index=args.slot_index, uuid=args.slot, fd=-1), args.backend, args.triton_cache, args.idle)
 
 
 if __name__ == "__main__":

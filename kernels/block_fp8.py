@@ -14,7 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.search_space import Config
+from kernels.blocks import activation_scale_shape, weight_scale_shape
+
+from collections.abc import Mapping
 
 OUT_DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -77,23 +79,25 @@ def block_fp8_matmul_kernel(
     tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
 
 
-def grid_size(M: int, N: int, config: Config) -> int:
-    return triton.cdiv(M, config.BLOCK_SIZE_M) * triton.cdiv(N, config.BLOCK_SIZE_N)
+def grid_size(M: int, N: int, config: Mapping[str, int]) -> int:
+    """Programs of one launch: one per (BLOCK_SIZE_M x BLOCK_SIZE_N) output tile."""
+    return triton.cdiv(M, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"])
 
 
 def check_operands(A, B, As, Bs, block_size) -> None:
     """The shape contract vLLM asserts, as errors that say what is wrong."""
-    block_n, block_k = block_size
     if A.shape[-1] != B.shape[-1]:
         raise ValueError(f"A has K={A.shape[-1]} but B has K={B.shape[-1]}")
     if not A.is_contiguous() or not B.is_contiguous():
         raise ValueError("A and B must be contiguous (row-major)")
     K = A.shape[-1]
     N = B.shape[0]
-    if tuple(As.shape) != (*A.shape[:-1], triton.cdiv(K, block_k)):
-        raise ValueError(f"As has shape {tuple(As.shape)}, expected {(*A.shape[:-1], triton.cdiv(K, block_k))}")
-    if tuple(Bs.shape) != (triton.cdiv(N, block_n), triton.cdiv(K, block_k)):
-        raise ValueError(f"Bs has shape {tuple(Bs.shape)}, expected {(triton.cdiv(N, block_n), triton.cdiv(K, block_k))}")
+    want_as = (*A.shape[:-1], activation_scale_shape(1, K, block_size)[1])
+    if tuple(As.shape) != want_as:
+        raise ValueError(f"As has shape {tuple(As.shape)}, expected {want_as}")
+    want_bs = weight_scale_shape(N, K, block_size)
+    if tuple(Bs.shape) != want_bs:
+        raise ValueError(f"Bs has shape {tuple(Bs.shape)}, expected {want_bs}")
 
 
 def launch_args(A, B, C, As, Bs, block_size):
@@ -107,15 +111,16 @@ def launch_args(A, B, C, As, Bs, block_size):
     )
 
 
-def block_fp8_matmul(A, B, As, Bs, block_size, config: Config, out_dtype=torch.bfloat16, out=None):
-    """C = dequant(A, As) @ dequant(B, Bs).T with the given launch parameters."""
+def block_fp8_matmul(A, B, As, Bs, block_size, config: Mapping[str, int], out_dtype=torch.bfloat16, out=None):
+    """C = dequant(A, As) @ dequant(B, Bs).T with the given launch parameters (the six keys of an
+    engine's JSON entry: BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps, num_stages)."""
     check_operands(A, B, As, Bs, block_size)
-    if block_size[1] % config.BLOCK_SIZE_K:
-        raise ValueError(f"BLOCK_SIZE_K={config.BLOCK_SIZE_K} does not divide block_k={block_size[1]}")
+    if block_size[1] % config["BLOCK_SIZE_K"]:
+        raise ValueError(f"BLOCK_SIZE_K={config['BLOCK_SIZE_K']} does not divide block_k={block_size[1]}")
     M = A.numel() // A.shape[-1]
     N = B.shape[0]
     C = out if out is not None else A.new_empty((*A.shape[:-1], N), dtype=out_dtype)
     block_fp8_matmul_kernel[(grid_size(M, N, config),)](
-        *launch_args(A, B, C, As, Bs, block_size), **config.launch_kwargs()
+        *launch_args(A, B, C, As, Bs, block_size), **config
     )
     return C

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,20 @@ def _visible_gpus_torch() -> list[str]:
     return uuids
 
 
+def check_lock_dir() -> None:
+    """Stop before any job if the slot lock folder cannot be used; the message names the variable."""
+    folder = lock_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, f"GPU slot locks cannot be written in {folder} ({LOCK_DIR_ENV}"
+                               f"={os.environ.get(LOCK_DIR_ENV, '<unset>, the default')}): {e.strerror or e}; "
+                               f"set {LOCK_DIR_ENV} to a writable node-local folder") from e
+
+
 def try_lock(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -129,8 +144,6 @@ def pin_to(slot: Slot) -> int:
 
     Call before CUDA is initialised. Returns torch's index of the slot's GPU in this process.
     """
-    import sys
-
     torch = sys.modules.get("torch")
     if slot.uuid.startswith("GPU-") and not (torch is not None and torch.cuda.is_initialized()):
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.uuid

@@ -1,0 +1,114 @@
+"""One leaf job: take a GPU slot, have the point tuned on that GPU, write the TSV, print one line.
+
+The rule runs this module as a small command (no Snakemake or torch import in the job's own
+process). By default it hands the point to a persistent worker process that owns the slot's
+GPU between jobs (w8a8_tuner.jobs.worker), so the interpreter start, torch import, CUDA context
+and loaded kernels are paid once per GPU instead of once per point. With
+`--in-process` the job tunes in its own process (SLURM: an allocation cannot be reused).
+
+    python -m w8a8_tuner.jobs.client --tsv T --log L --N 576 --K 7168 --M 1 --settings S.json \\
+        --triton-cache C [--compile-workers 8] [--in-process] [--worker-idle-s 60] [--points-total 252]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from w8a8_tuner.jobs import slots
+
+# Set by the workflow when a run starts: the time this run's progress and time left are counted from.
+RUN_STARTED_ENV = "W8A8_TUNER_RUN_STARTED"
+
+
+def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict, triton_cache: str,
+             compile_workers: int = 1, persistent_worker: bool = True, worker_idle_s: float = 60.0) -> str:
+    """Tune one point on a GPU slot (persistent worker or in-process); returns the winner's summary."""
+    started = time.time()
+    open(log_path, "w").close()  # a re-run starts a fresh log
+    with open(log_path, "a", buffering=1) as log_file:  # O_APPEND: the worker appends to it too
+        def log(message: str) -> None:
+            print(message, file=log_file)
+
+        backend = settings["backend"]
+        slot = None
+        if backend == "cuda" or os.environ.get(slots.FAKE_GPUS_ENV):
+            slot = slots.acquire()
+            log(f"slot {slot.uuid} (index {slot.index}) on {socket.gethostname()} pid {os.getpid()} "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} "
+                f"acquired_at {time.time():.3f} waited {time.time() - started:.2f}s")
+        request = {
+            "tsv": str(Path(out_tsv).resolve()), "log": str(Path(log_path).resolve()), "N": N, "K": K, "M": M,
+            "settings": settings, "triton_cache": str(Path(triton_cache).resolve()),
+            "compile_workers": compile_workers, "slot": slot.uuid if slot else "none",
+        }
+        try:
+            if persistent_worker:
+                from w8a8_tuner.jobs import worker
+
+                log_file.flush()
+                return worker.submit(request, slot, backend, triton_cache, worker_idle_s, log)
+            from w8a8_tuner.jobs.point import run_point
+
+            return run_point(request, slots.pin_to(slot) if backend == "cuda" else None, log)
+        finally:
+            if slot is not None:
+                log(f"slot {slot.uuid} released_at {time.time():.3f}")
+                slot.release()
+
+
+def progress(out_tsv: str, total: int) -> str:
+    """'37/252 points, ~4 min left': points with a TSV in this sweep's folder, and the time left at
+    the rate this run has finished them."""
+    folder = Path(out_tsv).parent.parent
+    done = [p.stat().st_mtime for p in folder.glob("N*_K*/M*.tsv")]
+    text = f"{len(done)}/{total} points"
+    started = float(os.environ.get(RUN_STARTED_ENV, "nan"))
+    this_run = sum(t >= started for t in done)
+    left = total - len(done)
+    if this_run and left > 0 and time.time() > started:
+        seconds = left * (time.time() - started) / this_run
+        text += f", ~{seconds / 60:.0f} min left" if seconds >= 90 else f", ~{seconds:.0f} s left"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Tune one (N, K, M) point into one TSV.")
+    ap.add_argument("--tsv", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--N", type=int, required=True)
+    ap.add_argument("--K", type=int, required=True)
+    ap.add_argument("--M", type=int, required=True)
+    ap.add_argument("--settings", required=True, help="the sweep's settings.json (w8a8_tuner.plan.settings)")
+    ap.add_argument("--triton-cache", required=True)
+    ap.add_argument("--compile-workers", type=int, default=1)
+    ap.add_argument("--in-process", action="store_true", help="no persistent worker")
+    ap.add_argument("--worker-idle-s", type=float, default=60.0)
+    ap.add_argument("--points-total", type=int, default=0, help="points in the sweep (for the progress line)")
+    a = ap.parse_args(argv)
+    where = f"tune N={a.N} K={a.K} M={a.M}"
+    try:
+        settings = json.loads(Path(a.settings).read_text())
+        summary = tune_job(a.tsv, a.log, a.N, a.K, a.M, settings, a.triton_cache, a.compile_workers,
+                           persistent_worker=not a.in_process and "SLURM_JOB_ID" not in os.environ,
+                           worker_idle_s=a.worker_idle_s)
+    except Exception as e:  # noqa: BLE001 - one line naming the point, for snakemake's output and the log
+        message = f"{where}: {type(e).__name__}: {e}"
+        with open(a.log, "a") as log:
+            print(f"ERROR: {message}", file=log)
+        print(message, file=sys.stderr)
+        return 1
+    line = f"tuned N={a.N} K={a.K} M={a.M}: {summary}"
+    if a.points_total:
+        line += f" | {progress(a.tsv, a.points_total)}"
+    print(line, file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

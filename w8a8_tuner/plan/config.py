@@ -1,0 +1,93 @@
+"""Reading the user's configuration: config files strictly, command-line values as YAML, schema errors
+as one line. Snakemake loads the config; these make what it loaded trustworthy and its errors clear."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+class ConfigFileProblem(ValueError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigFileProblem(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_strict(path: str | Path) -> dict:
+    """A YAML config file as a dict; any problem is an error naming the file (and the line)."""
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_StrictLoader)
+    except OSError as e:
+        raise ConfigFileProblem(f"config file {path}: cannot read: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigFileProblem(f"config file {path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
+    except ConfigFileProblem as e:
+        raise ConfigFileProblem(f"config file {path}: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileProblem(f"config file {path}: expected keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def yaml_values(values: dict) -> dict:
+    """`--config key=value` values as YAML would read them: Snakemake reads `[1,16]` as ['1', '16'] and
+    `true` as the text 'true'; here they become [1, 16] and True, as in a config file."""
+    def parse(v):
+        if isinstance(v, str):
+            try:
+                parsed = yaml.safe_load(v)
+            except yaml.YAMLError:
+                return v
+            return v if parsed is None and v.strip() not in ("null", "~") else parsed
+        if isinstance(v, list):
+            return [parse(x) for x in v]
+        if isinstance(v, dict):
+            return {k: parse(x) for k, x in v.items()}
+        return v
+
+    return {k: parse(v) for k, v in values.items()}
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def schema_error_message(error: Exception) -> str:
+    """One line naming the key and the value from a schema error (or its cause), not the whole schema."""
+    cause = error if hasattr(error, "absolute_path") else error.__context__
+    if not hasattr(cause, "absolute_path") or not hasattr(cause, "message"):
+        return str(error)
+    key = ""
+    for part in cause.absolute_path:
+        key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
+    message = cause.message
+    if cause.validator == "additionalProperties" and isinstance(cause.schema.get("properties"), dict):
+        message += f"; known keys: {', '.join(cause.schema['properties'])}"
+    if cause.validator == "pattern" and key == "device_name":
+        message = (f"{cause.instance!r} is not a device name: letters, digits, '_', '-', spaces (they become '_', "
+                   "as the engines name files) and dots inside the name; no '/', ',', '=' or leading dot")
+    return f"{key or 'top level'}: {message}"

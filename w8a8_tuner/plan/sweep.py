@@ -1,0 +1,96 @@
+"""From a schema-valid config (defaults filled by the schema) to the sweep: shapes per TP size, points,
+configs, and the settings every result depends on.
+
+Holds the checks a JSON schema cannot express. Every error names the config key and the
+offending value (or the file), and is raised before any job runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from w8a8_tuner.plan.shapes import ShapeError, shapes_for
+from w8a8_tuner.results.naming import (INTERPRET_DEVICE, ConfigFileError, compare_file_for, load_config_file,
+                                       normalize_device_name)
+from w8a8_tuner.search.space import PARAMS, Config, SpaceError, valid_configs
+
+CPU_DEMO_HINT = (
+    "To try the workflow on CPU (Triton interpreter, timings meaningless): "
+    "snakemake --cores 2 --configfile .test/config.yaml. "
+    "To plan a GPU sweep from a machine without that GPU, such as a cluster's head node "
+    "(snakemake --profile profiles/slurm), set device_name to the GPU the jobs will get "
+    "(e.g. --config device_name=NVIDIA_H100_80GB_HBM3)."
+)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    device_name: str
+    backend: str
+    block_shape: tuple[int, int]
+    out_dtype: str
+    batch_sizes: tuple[int, ...]
+    shapes_by_tp: dict[int, list[tuple[int, int]]]
+    configs: tuple[Config, ...]
+    search_space: dict[str, list[int]]
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """Each distinct (N, K) once, however many TP sizes need it."""
+        return sorted({s for shapes in self.shapes_by_tp.values() for s in shapes})
+
+    def points(self) -> list[tuple[int, int, int]]:
+        return [(n, k, m) for n, k in self.shapes for m in self.batch_sizes]
+
+
+def detect_device_name(backend: str) -> str:
+    if backend == "interpret":
+        return INTERPRET_DEVICE
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"backend: 'cuda' but no GPU is visible here, and device_name is 'auto'. {CPU_DEMO_HINT}")
+    return normalize_device_name(torch.cuda.get_device_name(0))
+
+
+def make_plan(config: dict, detect=detect_device_name) -> Plan:
+    """Check what the schema cannot and expand the sweep. `detect` is swapped in tests."""
+    block_shape = (int(config["block_shape"][0]), int(config["block_shape"][1]))
+    backend = config["backend"]
+    space = {p: sorted(set(config["search_space"][p])) for p in PARAMS}
+    try:
+        configs = valid_configs(space, block_shape)
+    except SpaceError as e:
+        raise ConfigError(str(e)) from e
+    shapes_by_tp = {}
+    for tp in config["tp_sizes"]:
+        try:
+            shapes_by_tp[int(tp)] = shapes_for(int(tp), config["model"], config.get("shapes"), block_shape)
+        except ShapeError as e:
+            raise ConfigError(str(e)) from e
+    name = config["device_name"]
+    device_name = detect(backend) if name == "auto" else normalize_device_name(name)
+    plan = Plan(device_name, backend, block_shape, config["out_dtype"], tuple(sorted(config["batch_sizes"])),
+                shapes_by_tp, configs, space)
+    check_compare_dir(config.get("compare_dir"), plan)
+    return plan
+
+
+def check_compare_dir(compare_dir: str | None, plan: Plan) -> None:
+    """compare_dir is a folder, and every file in it that verify would read loads as the engine loads it."""
+    if not compare_dir:
+        return
+    if not Path(compare_dir).is_dir():
+        raise ConfigError(f"compare_dir: {compare_dir!r} is not a folder (from {Path.cwd()})")
+    for n, k in plan.shapes:
+        path = compare_file_for(compare_dir, n, k, plan.device_name, plan.block_shape)
+        if path:
+            try:
+                load_config_file(path)
+            except ConfigFileError as e:
+                raise ConfigError(f"compare_dir: {e}") from e

@@ -1,0 +1,1 @@
+"""Result files: per-point TSVs, engine JSON files and their names, atomic writes, manifests."""

@@ -1,0 +1,74 @@
+"""From a shape's per-batch TSVs to the JSON file the engines load, with a record of what it was made from.
+
+Beside each JSON the aggregate step writes a manifest (results/<device>/aggregate/N<N>_K<K>.tsv):
+the settings fingerprint, the JSON's checksum and, per batch size, the winner, its time and the
+checksum of the TSV it came from. When the workflow starts, `stale_reason` compares the manifest
+with the files on disk and the current settings, so a JSON that is no longer what its TSVs and
+settings give (settings changed, a TSV re-tuned or replaced, the JSON edited or damaged) is made
+again even where file times say it is up to date (copied results, `--rerun-triggers mtime`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from w8a8_tuner.results.files import sha256_of, write_atomic
+from w8a8_tuner.results.naming import configs_to_json
+from w8a8_tuner.results.tsv import ResultFileError, best_config, read_tsv
+from w8a8_tuner.search.space import Config
+
+MANIFEST_FORMAT = "w8a8-block-fp8-tuner manifest v1"
+
+
+def aggregate(tsv_by_batch: dict[int, str], json_path, manifest_path, expected: dict[str, object],
+              expected_configs: set[Config] | None = None) -> dict[int, Config]:
+    """Check every point's TSV, then write the shape's JSON and its manifest (or nothing)."""
+    best, rows = {}, []
+    for M, path in sorted(tsv_by_batch.items()):
+        _, df = read_tsv(path, {**expected, "M": M}, expected_configs)
+        c = best[M] = best_config(path, df)
+        time_us = float(df.loc[df["config"] == c, "time_us"].iloc[0])
+        rows.append(f"{M}\t{c.label()}\t{time_us:.3f}\t{path}\t{sha256_of(path)}")
+    write_atomic(json_path, configs_to_json(best))
+    header = [f"# {MANIFEST_FORMAT}", f"# fingerprint: {expected['fingerprint']}", f"# json: {json_path}",
+              f"# json_sha256: {sha256_of(json_path)}", "M\tconfig\ttime_us\ttsv\ttsv_sha256"]
+    write_atomic(manifest_path, "\n".join(header + rows) + "\n")
+    return best
+
+
+def read_manifest(path) -> tuple[dict[str, str], dict[int, tuple[str, str]]]:
+    """(header, {M: (tsv path, tsv sha256)}); ResultFileError if it is not a whole manifest."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    if not lines or lines[0] != f"# {MANIFEST_FORMAT}":
+        raise ResultFileError(f"{path}: not a manifest")
+    meta = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# ") and ": " in line)
+    table = [line.split("\t") for line in lines if not line.startswith("#")][1:]
+    try:
+        return meta, {int(r[0]): (r[3], r[4]) for r in table}
+    except (IndexError, ValueError) as e:
+        raise ResultFileError(f"{path}: damaged manifest: {e}") from e
+
+
+def stale_reason(json_path, manifest_path, fingerprint: str, tsv_by_batch: dict[int, str]) -> str | None:
+    """Why the JSON on disk is not what its current TSVs and settings give, or None if it is (or is absent,
+    or its TSVs are not all there yet: then it is made anyway)."""
+    json_path, manifest_path = Path(json_path), Path(manifest_path)
+    if not json_path.exists() or not all(Path(p).exists() for p in tsv_by_batch.values()):
+        return None
+    if not manifest_path.exists():
+        return "no record of what it was made from"
+    try:
+        meta, made_from = read_manifest(manifest_path)
+    except (OSError, ResultFileError):
+        return "its record is damaged"
+    if meta.get("fingerprint") != fingerprint:
+        return f"made with other settings ({meta.get('fingerprint')}, now {fingerprint})"
+    if meta.get("json_sha256") != sha256_of(json_path):
+        return "changed on disk since it was written"
+    if set(made_from) != set(tsv_by_batch):
+        return f"made for batch sizes {sorted(made_from)}, now {sorted(tsv_by_batch)}"
+    for M, path in tsv_by_batch.items():
+        if made_from[M] != (str(path), sha256_of(path)):
+            return f"the TSV of M={M} changed since"
+    return None

@@ -1,0 +1,149 @@
+"""Per-point TSV files: one row per candidate config, with a header that says what was tuned how.
+
+Reading one checks everything a truncated, hand-edited or otherwise damaged file could break,
+and names the file and what is wrong: a damaged TSV is refused, never merged.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from w8a8_tuner.results.files import write_atomic
+from w8a8_tuner.search.space import PARAMS, Config
+from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, STATUSES
+
+COLUMNS = (*PARAMS, "status", "time_us", "screen_us", "rel_error", "stage", "note")
+NUMBER_COLUMNS = ("time_us", "screen_us", "rel_error")
+FORMAT = "w8a8-block-fp8-tuner tsv v2"
+END_MARK = "# end rows="
+STAGES = ("", "estimate", "screen", "remeasure")
+
+
+class ResultFileError(ValueError):
+    pass
+
+
+def render_tsv(meta: dict[str, object], results: list, best: Config) -> str:
+    """Header comments (metadata, winner), the rows, and an end mark that proves the file whole."""
+    buf = io.StringIO()
+    buf.write(f"# {FORMAT}\n")
+    for key, value in meta.items():
+        buf.write(f"# {key}: {value}\n")
+    buf.write(f"# best: {best.label()}\n")
+    buf.write("\t".join(COLUMNS) + "\n")
+    for r in sorted(results, key=lambda r: (r.status != OK, r.time_us if r.status == OK else math.inf, r.config)):
+        values = [getattr(r.config, p) for p in PARAMS]
+        values += [r.status, _num(r.time_us), _num(r.screen_us), _num(r.rel_error, "{:.3g}"), r.stage,
+                   r.note.replace("\t", " ").replace("\n", " ")]
+        buf.write("\t".join(str(v) for v in values) + "\n")
+    buf.write(f"{END_MARK}{len(results)}\n")
+    return buf.getvalue()
+
+
+def _num(x: float, fmt: str = "{:.3f}") -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def write_tsv(path, meta, results, best) -> None:
+    write_atomic(path, render_tsv(meta, results, best))
+
+
+def read_header(path) -> dict[str, str]:
+    """The `# key: value` lines before the table (cheap: stops at the column line)."""
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("# "):
+                break
+            if ": " in line:
+                key, value = line[2:].rstrip("\n").split(": ", 1)
+                meta[key] = value
+    return meta
+
+
+def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: set[Config] | None = None):
+    """Parse and check one TSV; any sign of truncation or hand edits is an error naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultFileError(f"{path}: cannot read: {e}") from e
+    lines = text.splitlines()
+    if not lines or lines[0] != f"# {FORMAT}":
+        raise ResultFileError(f"{path}: not a tuner TSV of this version (first line should be '# {FORMAT}')")
+    if not lines[-1].startswith(END_MARK):
+        raise ResultFileError(f"{path}: truncated (no '{END_MARK}N' line at the end)")
+    meta = {}
+    for line in lines:
+        if line.startswith("# ") and ": " in line:
+            key, value = line[2:].split(": ", 1)
+            meta[key] = value
+    for key, value in (expected or {}).items():
+        if meta.get(key) != str(value):
+            raise ResultFileError(f"{path}: header says {key}={meta.get(key)!r}, expected {value!r}")
+    try:
+        df = pd.read_csv(io.StringIO(text), sep="\t", comment="#", dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        raise ResultFileError(f"{path}: unreadable table: {e}") from e
+    if tuple(df.columns) != COLUMNS:
+        raise ResultFileError(f"{path}: columns {list(df.columns)}, expected {list(COLUMNS)}")
+    rows = int(lines[-1][len(END_MARK):] or -1)
+    if len(df) != rows:
+        raise ResultFileError(f"{path}: {len(df)} rows but the end mark says {rows}")
+    _check_values(path, df)
+    configs = [Config(*(int(v) for v in row)) for row in df[list(PARAMS)].itertuples(index=False)]
+    if len(set(configs)) != len(configs):
+        raise ResultFileError(f"{path}: a config appears twice")
+    if expected_configs is not None and set(configs) != expected_configs:
+        missing, extra = len(expected_configs - set(configs)), len(set(configs) - expected_configs)
+        raise ResultFileError(f"{path}: configs differ from the search space ({missing} missing, {extra} extra)")
+    df["config"] = configs
+    best = best_config(path, df)
+    if meta.get("best") != best.label():
+        raise ResultFileError(f"{path}: header says best {meta.get('best')!r} but the fastest re-measured ok row "
+                              f"is {best.label()}")
+    return meta, df
+
+
+def _check_values(path: Path, df: pd.DataFrame) -> None:
+    """Every cell parses as what its column holds; an ok row has a positive finite time and a right result.
+    Converts the number columns in place."""
+    def refuse(bad: pd.Series, what) -> None:
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            row = df.iloc[i]
+            where = f"{path}: row {i + 1} ({'_'.join(str(row[p]) for p in PARAMS)})"
+            raise ResultFileError(f"{where}: {what(row)}")
+
+    for p in PARAMS:
+        refuse(~df[p].str.fullmatch(r"[1-9][0-9]*"), lambda row, p=p: f"{p}={row[p]!r} is not a positive integer")
+    refuse(~df["status"].isin(STATUSES), lambda row: f"unknown status {row['status']!r}")
+    refuse(~df["stage"].isin(STAGES), lambda row: f"unknown stage {row['stage']!r}")
+    numbers = {}
+    for col in NUMBER_COLUMNS:
+        numbers[col] = pd.to_numeric(df[col].replace("", "nan"), errors="coerce")
+        refuse(numbers[col].isna() & (df[col] != ""), lambda row, col=col: f"{col}={row[col]!r} is not a number")
+        given = df[col] != ""
+        if col == "rel_error":
+            refuse(given & ~(numbers[col] >= 0), lambda row: f"rel_error={row['rel_error']!r} is negative")
+        else:
+            refuse(given & ~(numbers[col].abs() < math.inf) | given & ~(numbers[col] > 0),
+                   lambda row, col=col: f"{col}={row[col]!r} is not a positive finite time")
+    ok = df["status"] == OK
+    refuse(ok & ((df["time_us"] == "") | (df["stage"] == "")), lambda row: "an ok row without a time")
+    refuse(ok & ~(numbers["rel_error"] <= MAX_RELATIVE_ERROR),
+           lambda row: f"ok with rel_error={row['rel_error']!r}, over the limit {MAX_RELATIVE_ERROR}")
+    for col in NUMBER_COLUMNS:
+        df[col] = numbers[col]
+
+
+def best_config(path, df) -> Config:
+    """The fastest correct config among those re-measured."""
+    final = df[(df["status"] == OK) & (df["stage"] == "remeasure")]
+    if final.empty:
+        raise ResultFileError(f"{path}: no re-measured ok config with a time")
+    return final.loc[final["time_us"].idxmin(), "config"]

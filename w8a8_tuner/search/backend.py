@@ -1,0 +1,59 @@
+"""Where a point runs: on a CUDA GPU, or in Triton's interpreter on the CPU (tests and demos).
+
+Everything that differs between the two is chosen here, once: the torch device, the bench
+(w8a8_tuner.search.bench), the compiler and how much cache the weight copies must overflow.
+The rest of the code takes these as arguments and has no `if interpret` of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("cuda", "interpret")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # "cuda" or "interpret"
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.name == "cuda" else "cpu"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.name == "cuda"
+
+    def cache_bytes(self) -> int:
+        """L2 bytes the rotating weight copies must overflow (the CPU interpreter has none to defeat)."""
+        if not self.on_gpu:
+            return 0
+        import torch
+
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+
+    def bench(self):
+        from w8a8_tuner.search.bench import GpuBench, WallBench
+
+        return GpuBench() if self.on_gpu else WallBench()
+
+    def compiler(self, point, workers: int):
+        """compile(configs) -> {config: CompileResult} for one point (the interpreter compiles nothing)."""
+        from w8a8_tuner.search import compile as kcompile
+
+        if not self.on_gpu:
+            return lambda configs: {c: kcompile.CompileResult(kcompile.OK) for c in configs}
+        return lambda configs: kcompile.precompile(point, configs, workers)
+
+
+def prepare(name: str, triton_cache: str | os.PathLike | None = None) -> Backend:
+    """Set what Triton reads when it is first imported (interpreter mode, cache folder); call before that."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r}: expected one of {BACKENDS}")
+    if name == "interpret":
+        os.environ["TRITON_INTERPRET"] = "1"
+    if triton_cache:
+        os.environ["TRITON_CACHE_DIR"] = str(Path(triton_cache).resolve())
+    return Backend(name)

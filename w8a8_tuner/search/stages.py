@@ -1,0 +1,149 @@
+"""Tune one (N, K, M) point: prune, compile, check every config's numbers, then a staged timing search.
+
+Like Triton's autotuner, the search takes what differs between backends as arguments: the bench
+(how a time is taken, w8a8_tuner.search.bench), the compiler and the pruning rule.
+
+Stages, each on fewer configs and with more care; every number comes from `bench.measure`:
+  1. prune     configs whose program order equals another's at this M (exact: same schedule)
+  2. compile   the rest (cached per Triton specialization)
+  3. check     every compiled config runs once on NaN-poisoned output and is compared with the
+               float32 reference; a wrong one is `wrong_result` and never timed
+  4. estimate  every right config: single launches, `estimate_rounds` interleaved rounds, median
+  5. screen    configs within `screen_cutoff` of the best estimate (at least `screen_min`):
+               median of `screen_repeats` rounds of ~`screen_budget_us` batches
+  6. remeasure configs within `remeasure_cutoff` of the best screen time (at least `top_k`):
+               median of `remeasure_repeats` rounds of ~`remeasure_budget_us` batches; the winner
+               is the fastest here
+The cutoffs are set from the measured error of each stage against the careful time
+(BENCHMARKS.md), so that no stage can drop the config that would win.
+Statuses are in w8a8_tuner.search.status; `stage` in the TSV says how far each config got.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from w8a8_tuner.search.bench import Bench, launches_for
+from w8a8_tuner.search.compile import CompileResult
+from w8a8_tuner.search.settings import SearchSettings
+from w8a8_tuner.search.space import Config, prune_equivalent
+from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, PRUNED, STATUSES, WRONG_RESULT
+from w8a8_tuner.search.workload import Workload
+
+# Configs re-measured at most, however many fall within remeasure_cutoff (bounds the time per point).
+MAX_FINALISTS = 32
+
+
+@dataclass
+class Result:
+    config: Config
+    status: str
+    time_us: float = math.nan     # decisive median of the furthest stage reached
+    screen_us: float = math.nan
+    rel_error: float = math.nan
+    stage: str = ""               # "estimate", "screen" or "remeasure"
+    note: str = ""
+
+
+@dataclass
+class PointReport:
+    results: list[Result]
+    best: Config
+
+
+class NoValidConfig(RuntimeError):
+    pass
+
+
+Compiler = Callable[[list[Config]], dict[Config, CompileResult]]
+
+
+def tune_point(workload: Workload, configs: list[Config], settings: SearchSettings, bench: Bench,
+               compile: Compiler, prune: Callable[[list[Config], int], dict[Config, Config]] = prune_equivalent,
+               corrupt: Callable[[Config], bool] | None = None, log: Callable[[str], None] = print) -> PointReport:
+    """Run the whole search for one point. `corrupt` (tests only) damages chosen configs' outputs."""
+    clock = _PhaseClock(log)
+    N, K, M = workload.N, workload.K, workload.M
+
+    # 1-2. Prune exact duplicates of program order, then compile the rest.
+    rep = prune(configs, M)
+    results = {c: Result(c, PRUNED, note=f"same program order as {rep[c].label()} at M={M}")
+               for c in configs if rep[c] != c}
+    todo = [c for c in configs if rep[c] == c]
+    compiled = compile(todo)
+    results.update({c: Result(c, compiled[c].status, note=compiled[c].note) for c in todo})
+    clock.done(f"compile {len(todo)} configs ({len(configs) - len(todo)} pruned): {_count(results)}")
+
+    # 3. The numbers of every compiled config.
+    checks = workload.check([c for c in todo if results[c].status == OK], corrupt)
+    for c, outcome in checks.items():
+        r = results[c]
+        r.rel_error, r.note = outcome.rel_error, outcome.note
+        if outcome.status:
+            r.status = outcome.status
+        elif not outcome.right:
+            r.status, r.note = WRONG_RESULT, f"relative error {outcome.rel_error:.3g} > {MAX_RELATIVE_ERROR}"
+    ok = [c for c in todo if results[c].status == OK]
+    clock.done(f"check {len(checks)} configs: {_count(results)}")
+    if not ok:
+        raise NoValidConfig(f"no config ran correctly for N={N} K={K} M={M}: {_count(results)}")
+
+    # 4. First timing of every right config.
+    launchers = {c: workload.launcher(c) for c in ok}
+    estimates = bench.median_us([launchers[c] for c in ok], 1, settings.estimate_rounds)
+    for c, t in zip(ok, estimates):
+        results[c].time_us, results[c].stage = t, "estimate"
+    clock.done(f"estimate {len(ok)} configs")
+
+    # 5. Screen the promising ones.
+    screened = _keep(ok, results, settings.screen_cutoff, settings.screen_min, len(ok))
+    for c in ok:
+        if c not in screened:
+            results[c].note = f"not screened: first timing over {settings.screen_cutoff}x the best"
+    _time_stage(bench, launchers, screened, results, settings.screen_budget_us, settings.screen_repeats, "screen")
+    for c in screened:
+        results[c].screen_us = results[c].time_us
+    clock.done(f"screen {len(screened)} configs")
+
+    # 6. Re-measure the best few carefully; the winner comes from here.
+    finalists = _keep(screened, results, settings.remeasure_cutoff, settings.top_k, MAX_FINALISTS)
+    _time_stage(bench, launchers, finalists, results, settings.remeasure_budget_us, settings.remeasure_repeats,
+                "remeasure")
+    best = min(finalists, key=lambda c: results[c].time_us)
+    clock.done(f"re-measure {len(finalists)} configs")
+    log(f"best {best.label()}: {results[best].time_us:.2f} us")
+    return PointReport([results[c] for c in configs], best)
+
+
+def _keep(configs: list[Config], results: dict[Config, Result], cutoff: float, at_least: int, at_most: int
+          ) -> list[Config]:
+    """The configs within `cutoff` x the best current time, fastest first, at least `at_least`."""
+    ranked = sorted(configs, key=lambda c: results[c].time_us)
+    limit = results[ranked[0]].time_us * cutoff
+    return [c for i, c in enumerate(ranked) if i < at_least or results[c].time_us <= limit][:max(at_most, 1)]
+
+
+def _time_stage(bench: Bench, launchers, configs: list[Config], results: dict[Config, Result], budget_us: float,
+                rounds: int, stage: str) -> None:
+    launches = [launches_for(results[c].time_us, budget_us) for c in configs]
+    for c, t in zip(configs, bench.median_us([launchers[c] for c in configs], launches, rounds)):
+        results[c].time_us, results[c].stage = t, stage
+
+
+def _count(results: dict[Config, Result]) -> str:
+    return ", ".join(f"{s}={n}" for s in STATUSES if (n := sum(r.status == s for r in results.values())))
+
+
+class _PhaseClock:
+    """Logs the wall time of each phase of a point's search."""
+
+    def __init__(self, log):
+        self.log, self.t = log, time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        self.log(f"[{now - self.t:7.2f} s] {what}")
+        self.t = now

@@ -1,0 +1,1 @@
+"""Verification of tuned configs: contenders, roofline, the verify table and its report."""

@@ -112,7 +112,8 @@ def tune_point(workload: Workload, configs: list[Config], settings: SearchSettin
     finalists = _keep(screened, results, settings.remeasure_cutoff, settings.top_k, MAX_FINALISTS)
     _time_stage(bench, launchers, finalists, results, settings.remeasure_budget_us, settings.remeasure_repeats,
                 "remeasure")
-    best = min(finalists, key=lambda c: results[c].time_us)
+    # Ties (equal medians are common: event times are quantized) go to the smaller config, as in the TSV.
+    best = min(finalists, key=lambda c: (results[c].time_us, c))
     clock.done(f"re-measure {len(finalists)} configs")
     log(f"best {best.label()}: {results[best].time_us:.2f} us")
     return PointReport([results[c] for c in configs], best)

@@ -12,7 +12,7 @@ out=${OUT:?}
   dev=$(ls "$work/results" 2>/dev/null | head -1)
   if [ -n "$end" ]; then
     echo "== sweep summary"
-    python3 "$repo/benchmarks/sweep_summary.py" "$work" "$dev" "$(python3 -c "print($end - $start)")"
+    (cd "$repo" && python3 -m benchmarks.sweep_summary "$work" "$dev" "$(python3 -c "print($end - $start)")")
   fi
   echo "== verify summary"; cat "$work"/results/*/verify/*/summary.txt 2>/dev/null
   echo "== versions"; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"

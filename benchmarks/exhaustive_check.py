@@ -9,7 +9,7 @@ The config the workflow chose (from a sweep's JSON with --results, or found here
 tuner's search on the same GPU with --tune) and the exhaustive top 5 are then re-measured
 side by side (FINAL_BUDGET_US, FINAL_ROUNDS): chosen/best is the check.
 
-    python3 benchmarks/exhaustive_check.py --points smoke|tp8|N,K,M[;N,K,M...] (--results DIR | --tune) --out DIR
+    python3 -m benchmarks.exhaustive_check --points smoke|tp8|N,K,M[;N,K,M...] (--results DIR | --tune) --out DIR
 
 Writes DIR/points.tsv (one row per point) and DIR/timings.tsv (every config's three timings), and
 prints the ratio distributions that set the tuner's cutoffs: for each stage, the stage's time over
@@ -23,13 +23,10 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py beside this script
-
-import common  # noqa: E402
+from benchmarks import common
 
 CAREFUL_BUDGET_US, CAREFUL_ROUNDS = 300.0, 5
 FINAL_BUDGET_US, FINAL_ROUNDS, TOP = 2000.0, 15, 5
@@ -53,7 +50,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--config", help="a YAML file of workflow settings over the defaults (search_space, tuning)")
-    ap.add_argument("--backend", default="cuda", choices=["cuda", "interpret"], help="interpret: CPU check of this script")
+    ap.add_argument("--backend", default="cuda", choices=["cuda", "interpret"],
+                    help="interpret: a CPU check of this script")
     args = ap.parse_args()
     import yaml
 
@@ -117,21 +115,25 @@ def main() -> None:
         chosen_us = final_us[final.index(chosen)]
         win = by_careful[0]  # the careful winner: what each stage's cutoff has to keep
         row = {"N": N, "K": K, "M": M, "configs": len(ok), "chosen": chosen.label(), "chosen_us": chosen_us,
-               "best": final[best_i].label(), "best_us": final_us[best_i], "chosen_over_best": chosen_us / final_us[best_i],
-               "winner_est_over_best_est": est[win] / min(est), "winner_screen_over_best_screen": screen[win] / min(screen),
+               "best": final[best_i].label(), "best_us": final_us[best_i],
+               "chosen_over_best": chosen_us / final_us[best_i],
+               "winner_est_over_best_est": est[win] / min(est),
+               "winner_screen_over_best_screen": screen[win] / min(screen),
                "seconds": time.perf_counter() - t0, "bench_retries": getattr(bench, "retries", 0),
                "host_us": getattr(bench, "host_us", math.nan)}
         point_rows.append(row)
         print(f"N={N} K={K} M={M}: chosen {row['chosen']} {chosen_us:.2f} us, best {row['best']} "
               f"{row['best_us']:.2f} us, chosen/best {row['chosen_over_best']:.3f}; careful winner's estimate "
-              f"{row['winner_est_over_best_est']:.3f}x the best estimate, screen {row['winner_screen_over_best_screen']:.3f}x "
+              f"{row['winner_est_over_best_est']:.3f}x the best estimate, "
+              f"screen {row['winner_screen_over_best_screen']:.3f}x "
               f"({len(ok)} configs, {row['seconds']:.0f} s, bench retries {row['bench_retries']}, "
               f"host {row['host_us']:.1f} us a launch)",
               flush=True)
     cols = list(point_rows[0])
     (out / "points.tsv").write_text("\t".join(cols) + "\n" + "".join(
         "\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n" for r in point_rows))
-    (out / "timings.tsv").write_text("N\tK\tM\tconfig\testimate_us\tscreen_us\tcareful_us\n" + "\n".join(timing_rows) + "\n")
+    header = "N\tK\tM\tconfig\testimate_us\tscreen_us\tcareful_us\n"
+    (out / "timings.tsv").write_text(header + "\n".join(timing_rows) + "\n")
     summarize(point_rows, timing_rows)
 
 

@@ -1,6 +1,6 @@
 """First look on a GPU: versions, the kernel against the float32 reference, and the bench against itself.
 
-    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py
+    PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_check
 
 1. The kernel with vLLM's fallback config on fresh random operands (odd sizes and M=1 included),
    every output dtype, output poisoned first: relative error against the float32 reference.

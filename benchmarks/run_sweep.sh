@@ -13,9 +13,11 @@ setsid bash -c "
   stage() { name=\$1; shift; echo \"start \$name \$(date +%s.%N)\" >> '$dir/times'
             \"\$@\" > '$dir/'\$name.log 2>&1; rc=\$?; echo \"end \$name \$(date +%s.%N) rc \$rc\" >> '$dir/times'; }
   stage sweep snakemake -s '$repo/Snakefile' --cores all --resources gpu=\${GPUS:-1} $*
-  stage verify snakemake -s '$repo/Snakefile' --cores all --resources gpu=\${GPUS:-1} $* verify_all
+  # the target first: after --resources (which takes several values) it would be read as a resource
+  stage verify snakemake verify_all -s '$repo/Snakefile' --cores all --resources gpu=\${GPUS:-1} $*
   dev=\$(ls results | head -1)
-  stage exhaustive python3 '$repo/benchmarks/exhaustive_check.py' --points tp8 --results results/\$dev --out '$dir/exhaustive'
+  cd '$repo'
+  stage exhaustive python3 -m benchmarks.exhaustive_check --points tp8 --results '$work'/results/\$dev --out '$dir/exhaustive'
   echo done >> '$dir/times'
 " < /dev/null > /dev/null 2>&1 &
 echo "sweep started in $work, logs in $dir"

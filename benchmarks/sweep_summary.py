@@ -1,6 +1,6 @@
 """Split a finished sweep's wall time into compile, per-job overhead and GPU tuning, from its logs.
 
-    python3 benchmarks/sweep_summary.py WORKDIR DEVICE_NAME WALL_SECONDS
+    python3 -m benchmarks.sweep_summary WORKDIR DEVICE_NAME WALL_SECONDS
 
 Reads WORKDIR/logs/<device>/tune/*/M*.log (slot acquired/released times), the TSV headers
 (worker start/finish per point, results/<device>/tune/<fingerprint>/...) and
@@ -44,7 +44,8 @@ def main():
     print(f"wall: {wall:.1f} s")
     print(f"compile jobs: {len(compile_s)}, {compile_n} configs, {sum(compile_s):.1f} s in all "
           f"(longest {max(compile_s, default=0):.1f} s)")
-    print(f"tune jobs: {len(held)}; GPU slot held {sum(held):.1f} s in all, median {statistics.median(held or [0]):.2f} s")
+    print(f"tune jobs: {len(held)}; GPU slot held {sum(held):.1f} s in all, "
+          f"median {statistics.median(held or [0]):.2f} s")
     print(f"worker time per point (check + time + write): {sum(worker):.1f} s in all, "
           f"median {statistics.median(worker or [0]):.2f} s")
     print(f"per-job overhead inside the slot (held - worker): "

@@ -9,8 +9,8 @@ chosen configs and the wall time.
 `compare`: the configs chosen by `run` and by the workflow, timed side by side in one
 process with the workflow's careful method (cold L2, median of long batches).
 
-    python3 benchmarks/vllm_baseline.py run CONFIG.yaml OUT.json
-    python3 benchmarks/vllm_baseline.py compare OUT.json RESULTS_DIR CONFIG.yaml
+    python3 -m benchmarks.vllm_baseline run CONFIG.yaml OUT.json
+    python3 -m benchmarks.vllm_baseline compare OUT.json RESULTS_DIR CONFIG.yaml
 """
 
 import json
@@ -21,21 +21,19 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common
 
 
 def load(config_path):
-    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
-    base.update(yaml.safe_load(Path(config_path).read_text()))
-    return base
+    return common.defaults(**yaml.safe_load(Path(config_path).read_text()))
 
 
 def run(config_path, out_path):
     import torch
     import triton
 
-    from kernels.kernel import OUT_DTYPES, block_fp8_matmul
-    from kernels.search_space import valid_configs
+    from kernels.block_fp8 import OUT_DTYPES, block_fp8_matmul
+    from w8a8_tuner.search.space import valid_configs
 
     cfg = load(config_path)
     block = tuple(cfg["block_shape"])
@@ -54,8 +52,8 @@ def run(config_path, out_path):
             Bs = torch.rand(triton.cdiv(N, block[0]), triton.cdiv(K, block[1]), device="cuda") * 1e-2
             best, best_t = None, float("inf")
             for c in space:
-                def launch():
-                    block_fp8_matmul(A, B, As, Bs, block, c, out_dtype)
+                def launch(A=A, B=B, As=As, Bs=Bs, c=c):
+                    block_fp8_matmul(A, B, As, Bs, block, c.as_dict(), out_dtype)
                 try:
                     torch.cuda.synchronize()
                     for _ in range(5):
@@ -84,36 +82,30 @@ def run(config_path, out_path):
 
 
 def compare(out_path, results_dir, config_path):
-    import torch
+    from w8a8_tuner.results.naming import config_file_name, load_config_file, pick_config
+    from w8a8_tuner.search.backend import prepare
+    from w8a8_tuner.search.bench import launches_for
+    from w8a8_tuner.search.space import Config
+    from w8a8_tuner.search.workload import Workload
 
-    from kernels import timing
-    from kernels.naming import config_file_name, load_config_file, pick_config
-    from kernels.reference import random_operands
-    from kernels.search_space import Config
-    from kernels.tuner import make_launcher
-
+    backend = prepare("cuda")
     cfg = load(config_path)
     block = tuple(cfg["block_shape"])
     base = json.loads(Path(out_path).read_text())
     results_dir = Path(results_dir)
+    bench = backend.bench()
     ratios = []
     print("| N | K | M | vLLM loop chose | us | workflow chose | us | vLLM/workflow |")
     print("|---|---|---|---|---|---|---|---|")
     for key, cdict in base["chosen"].items():
         N, K, M = (int(x) for x in key.split(","))
-        ours = pick_config(load_config_file(results_dir / "configs" / config_file_name(N, K, results_dir.name, block)), M)
+        name = config_file_name(N, K, results_dir.name, block)
+        ours = pick_config(load_config_file(results_dir / "configs" / name), M)
         theirs = Config(**cdict)
-        ops = random_operands(M, N, K, block, device="cuda")
-        weights = timing.rotating_weights(ops.B, ops.Bs, on_gpu=True)
-        copies = len(weights)
-        out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
-        samples = {ours: [], theirs: []}
-        for _ in range(7):  # interleaved, so drift hits both alike
-            for c in samples:
-                launch = make_launcher(ops, weights, out, c)
-                launch(0)
-                samples[c].append(timing.median_time_us(launch, copies, 2000, 5, timing.time_batch(launch, 1, copies)))
-        t_ours, t_theirs = statistics.median(samples[ours]), statistics.median(samples[theirs])
+        workload = Workload.create(M, N, K, block, cfg["out_dtype"], "cuda", backend.cache_bytes())
+        launchers = [workload.launcher(c) for c in (ours, theirs)]
+        first = bench.median_us(launchers, 1, 3)
+        t_ours, t_theirs = bench.median_us(launchers, [launches_for(t, 2000) for t in first], 15)
         ratios.append(t_theirs / t_ours)
         print(f"| {N} | {K} | {M} | {theirs.label()} | {t_theirs:.2f} | {ours.label()} | {t_ours:.2f} | "
               f"{t_theirs / t_ours:.3f} |")

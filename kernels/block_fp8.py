@@ -10,13 +10,13 @@ code vLLM runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels.blocks import activation_scale_shape, weight_scale_shape
-
-from collections.abc import Mapping
 
 OUT_DTYPES = {
     "bfloat16": torch.bfloat16,

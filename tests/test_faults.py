@@ -8,7 +8,6 @@ alone: other test sessions may run the same scripts on this machine.
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -17,155 +16,68 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import (
+    DEV,
+    JOB_MODULE,
+    TEST_CONFIG,
+    WORKER_MODULE,
+    check_complete,
+    cmdline,
+    config_json,
+    descendants,
+    job_count,
+    make_workdir,
+    points,
+    start,
+    stop_workers,
+    tsv,
+    tsvs,
+    wait_for,
+    workers_of,
+)
+from conftest import snakemake as run_snakemake
 
-from conftest import REPO, SNAKEMAKE, TEST_CONFIG, snakemake
-from kernels import slots
-from kernels.jobs import INJECT_WRONG_ENV as INJECT
-from kernels.naming import INTERPRET_DEVICE, config_file_name, load_config_file
-from kernels.results import read_tsv
+from w8a8_tuner.hooks import CORRUPT_ENV
+from w8a8_tuner.jobs import slots
+from w8a8_tuner.results.naming import load_config_file
+from w8a8_tuner.results.tsv import read_tsv
 
-DEV = INTERPRET_DEVICE
+pytestmark = pytest.mark.e2e
 
 
-# --- helpers ----------------------------------------------------------------------------
+def snakemake(wd, *args, **kw):
+    return run_snakemake(wd, *args, **kw)
+
 
 @pytest.fixture(autouse=True)
-def stop_workers(tmp_path):
+def _stop_workers(tmp_path):
     """Tuning workers outlive their jobs until idle; stop the ones this test started."""
     yield
-    for pid in workers_of(tmp_path / "wd"):
-        os.kill(pid, signal.SIGKILL)
-
-
-def make_workdir(tmp_path: Path, **changes) -> Path:
-    """A deployment folder (tmp_path/wd) with the CI config, some keys replaced."""
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    cfg.update(changes)
-    wd = tmp_path / "wd"
-    (wd / "config").mkdir(parents=True)
-    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return wd
-
-
-def points(wd: Path):
-    cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
-    return [tuple(s) for s in cfg["shapes"]], cfg["batch_sizes"]
-
-
-def tsv(wd, n, k, m) -> Path:
-    return wd / "results" / DEV / "tune" / f"N{n}_K{k}" / f"M{m}.tsv"
-
-
-def config_json(wd, n, k) -> Path:
-    return wd / "results" / DEV / "configs" / config_file_name(n, k, DEV, (128, 128))
-
-
-def tsvs(wd) -> set[Path]:
-    return set((wd / "results" / DEV / "tune").rglob("M*.tsv"))
-
-
-def job_count(text: str, rule: str) -> int:
-    """Jobs of `rule` in the 'Job stats' table Snakemake prints before it starts: what it plans to run."""
-    m = re.search(rf"^{rule}\s+(\d+)$", text, re.M)
-    return int(m.group(1)) if m else 0
-
-
-def check_complete(wd):
-    """Every shape's JSON holds every batch size, and each winner is an ok row of its point's TSV."""
-    shapes, batches = points(wd)
-    for n, k in shapes:
-        best = load_config_file(config_json(wd, n, k))
-        assert sorted(best) == sorted(batches), f"N={n} K={k}: JSON holds {sorted(best)}"
-        for m, c in best.items():
-            _, df = read_tsv(tsv(wd, n, k, m))
-            assert df.loc[df["config"] == c, "status"].tolist() == ["ok"]
-
-
-def start(wd: Path, *args: str, env: dict | None = None, name: str = "run") -> tuple[subprocess.Popen, Path]:
-    """Start the real snakemake in the background; its output goes to a file beside the workdir."""
-    out = wd.parent / f"{name}.out"
-    full_env = {**os.environ, slots.LOCK_DIR_ENV: str(wd / "locks"), **(env or {})}
-    full_env.pop("TRITON_INTERPRET", None)
-    with open(out, "w") as f:
-        proc = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(wd), *args],
-                                stdout=f, stderr=subprocess.STDOUT, env=full_env)
-    return proc, out
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def descendants(root: int) -> list[int]:
-    children, found, todo = _children_map(), [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    stop_workers(tmp_path / "wd")
 
 
 def jobs_under(pid: int) -> list[int]:
     """The job processes under a snakemake (not a persistent worker one of them started)."""
-    return [p for p in descendants(pid) if "kernels.worker" not in cmdline(p)]
-
-
-def workers_of(wd: Path) -> list[int]:
-    """Persistent tuning workers started for this workdir (found by the lock folder in their environment)."""
-    mark = f"{slots.LOCK_DIR_ENV}={wd / 'locks'}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and "kernels.worker" in cmdline(int(entry)):
-            try:
-                if mark in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
-def wait_for(what, timeout: float, poll: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what.__doc__ or what}")
+    return [p for p in descendants(pid) if WORKER_MODULE not in cmdline(p)]
 
 
 def wait_gone(pids, timeout: float = 120):
     """Wait for processes this test left behind (orphaned jobs); kill -9 any still there at the deadline."""
+    from conftest import alive
+
     deadline = time.monotonic() + timeout
     for pid in pids:
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def failed_commands(output: str) -> list[str]:
+    """The command lines of the jobs snakemake reports as failed (killed or non-zero)."""
+    import re
+
+    return re.findall(r"Command '([^']*)' (?:returned non-zero exit status|died with)", output)
 
 
 def tuning_log(wd: Path):
@@ -232,11 +144,9 @@ def slot_records(wd: Path, since: float) -> dict[Path, tuple[str, float]]:
     return found
 
 
-@pytest.mark.parametrize("target", ["tune.py", "kernels.worker"])
+@pytest.mark.parametrize("target", ["job", "worker"])
 def test_kill_9_of_tune_job_rerun_completes_and_slot_is_freed(tmp_path, target):
     """One fake GPU, so the jobs after the killed one need the killed one's slot (and worker)."""
-    if target == "kernels.worker" and not (REPO / "kernels" / "worker.py").exists():
-        pytest.skip("this tree has no persistent worker (kernels/worker.py)")
     tuning = {**yaml.safe_load(TEST_CONFIG.read_text())["tuning"], "worker_idle_s": 120}
     wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 16, 33], tuning=tuning)
     args = ("--cores", "1", "--resources", "gpu=1")
@@ -248,8 +158,8 @@ def test_kill_9_of_tune_job_rerun_completes_and_slot_is_freed(tmp_path, target):
             m = int(log.stem[1:])
             serving = workers_of(wd)
             serving_cmdline = cmdline(serving[0]) if serving else ""
-            if target == "tune.py":
-                [victim] = [p for p in descendants(proc.pid) if "tune.py" in cmdline(p)]
+            if target == "job":
+                [victim] = [p for p in descendants(proc.pid) if JOB_MODULE in cmdline(p)]
             else:
                 [victim] = serving
             os.kill(victim, signal.SIGKILL)
@@ -263,10 +173,11 @@ def test_kill_9_of_tune_job_rerun_completes_and_slot_is_freed(tmp_path, target):
         later_logs = {log: log.read_text() for log in first_after_kill}
         rerun = snakemake(wd, *args, env=env)
         rerun_slots = slot_records(wd, killed_at)
-    assert proc.returncode != 0 and "Error in rule tune" in first, first[-3000:]
-    # Snakemake names the killed point as failed; killed by the worker's death, the job says why.
-    assert f"output: results/{DEV}/tune/N256_K512/M{m}.tsv" in first.split("Error in rule tune:")[1], first[-3000:]
-    if target == "kernels.worker":
+    # Snakemake names the killed point's job as failed; killed by the worker's death, the job says why.
+    assert proc.returncode != 0, first[-3000:]
+    [failed] = failed_commands(first)
+    assert f"--N 256 --K 512 --M {m} " in failed and f"/N256_K512/M{m}.tsv" in failed
+    if target == "worker":
         assert f"tune N=256 K=512 M={m}: WorkerError: tuning worker pid {victim} " in first, first[-3000:]
         assert "exited during the request (killed or crashed" in first
     # The killed point has no TSV after the first run; the others were tuned, after the kill.
@@ -279,9 +190,9 @@ def test_kill_9_of_tune_job_rerun_completes_and_slot_is_freed(tmp_path, target):
         # The worker runs in the repo folder; its Triton cache is still this sweep's.
         cache = (wd / "results" / DEV / "triton_cache").resolve()
         assert f"--triton-cache {cache} " in serving_cmdline, serving_cmdline
-    if target == "tune.py" and serving:
+    if target == "job" and serving:
         # The worker outlives its killed client and serves the next jobs; none starts another.
-        for log, text in later_logs.items():
+        for text in later_logs.values():
             assert f"worker pid {serving[0]} took the point" in text and "started worker" not in text, text
     # The same command completes the sweep, re-running only the killed point.
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -315,7 +226,7 @@ def test_kill_9_of_snakemake_during_tuning_then_aggregation(tmp_path):
         # Run 1: killed while a tune job runs, after two points are done.
         proc, out1 = start(wd, *args, name="run1")
         job = kill_snakemake_when(proc, lambda: len(tsvs(wd)) >= 2 and [
-            p for p in descendants(proc.pid) if "tune.py" in cmdline(p)])
+            p for p in descendants(proc.pid) if JOB_MODULE in cmdline(p)])
         present = len(tsvs(wd))
         assert 2 <= present < total and job
 
@@ -346,7 +257,7 @@ def test_wrong_result_configs_are_recorded_and_never_chosen(tmp_path):
     usual winner): every point records them as wrong_result and picks the fourth."""
     wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 33])
     wrong = ["M32_N128_K128_G1_w4_s2", "M16_N128_K128_G1_w4_s2", "M32_N64_K128_G1_w4_s2"]
-    run = snakemake(wd, "--cores", "2", env={INJECT: ",".join(wrong)})
+    run = snakemake(wd, "--cores", "2", env={CORRUPT_ENV: ",".join(wrong)})
     assert run.returncode == 0, run.stderr[-3000:]
     best = load_config_file(config_json(wd, 256, 512))
     assert sorted(best) == [1, 33]
@@ -361,7 +272,7 @@ def test_wrong_result_configs_are_recorded_and_never_chosen(tmp_path):
 
 def test_every_candidate_wrong_fails_the_point_and_writes_no_json(tmp_path):
     wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 16])
-    run = snakemake(wd, "--cores", "2", env={INJECT: "all"})
+    run = snakemake(wd, "--cores", "2", env={CORRUPT_ENV: "all"})
     assert run.returncode != 0
     for m in (1, 16):
         assert f"no config ran correctly for N=256 K=512 M={m}" in run.stderr, run.stderr[-3000:]
@@ -369,8 +280,8 @@ def test_every_candidate_wrong_fails_the_point_and_writes_no_json(tmp_path):
         assert f"no config ran correctly for N=256 K=512 M={m}" in log and "wrong_result=4" in log
     assert "wrong_result=4" in run.stderr
     assert not tsvs(wd)
-    assert not list((wd / "results").rglob("*.json"))
-    assert job_count(run.stderr, "aggregate") == 1 and "Error in rule tune" in run.stderr
+    assert not list((wd / "results").rglob("N=*.json"))
+    assert job_count(run.stderr, "aggregate") == 1 and len(failed_commands(run.stderr)) == 2
 
 
 # --- 7. truncated or hand-edited TSV --------------------------------------------------------
@@ -379,8 +290,9 @@ def test_truncated_or_hand_edited_tsv_is_refused_by_aggregate(tmp_path):
     wd = make_workdir(tmp_path, batch_sizes=[1, 16])
     tuned = snakemake(wd, "--cores", "2", "--until", "tune")
     assert tuned.returncode == 0, tuned.stderr[-3000:]
-    assert len(tsvs(wd)) == 4 and not list((wd / "results").rglob("*.json"))
+    assert len(tsvs(wd)) == 4 and not list((wd / "results").rglob("N=*.json"))
     truncated, edited = tsv(wd, 256, 512, 1), tsv(wd, 384, 256, 16)
+    fresh = {p: p.stat().st_mtime for p in tsvs(wd)}
     text = truncated.read_text()
     truncated.write_text(text[: len(text) * 2 // 3])          # a file cut mid-row
     lines = edited.read_text().splitlines(keepends=True)
@@ -394,7 +306,7 @@ def test_truncated_or_hand_edited_tsv_is_refused_by_aggregate(tmp_path):
     assert f"aggregate N=256 K=512: {rel(truncated)}: truncated" in run.stderr, run.stderr[-3000:]
     assert f"aggregate N=384 K=256: {rel(edited)}: 3 rows but the end mark says 4" in run.stderr
     assert "delete that TSV and run the same command again" in run.stderr
-    assert not list((wd / "results").rglob("*.json"))
+    assert not list((wd / "results").rglob("N=*.json"))
     assert not list((wd / "results").rglob(".*.tmp.*"))
 
     # What the message says to do works: only the two deleted points are tuned again.
@@ -404,6 +316,7 @@ def test_truncated_or_hand_edited_tsv_is_refused_by_aggregate(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert job_count(again.stderr, "tune") == 2
     check_complete(wd)
+    assert all(p.stat().st_mtime == t for p, t in fresh.items() if p not in (truncated, edited))
 
 
 # --- 8. device mismatch ---------------------------------------------------------------------
@@ -412,24 +325,22 @@ def test_device_mismatch_names_both_devices_and_writes_nothing(tmp_path, monkeyp
     """No GPU here: torch.cuda is faked to report an H200 to a job writing H100 results."""
     import torch
 
-    from kernels import jobs
-    from kernels.settings import Settings
+    from w8a8_tuner.jobs.client import tune_job
+    from w8a8_tuner.jobs.point import DeviceMismatch
 
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
     monkeypatch.setenv(slots.FAKE_GPUS_ENV, "1")
     monkeypatch.setenv(slots.LOCK_DIR_ENV, str(tmp_path / "locks"))
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # restored after; the job sets it
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H200")
-    out = tmp_path / "results" / "NVIDIA_H100_80GB_HBM3" / "tune" / "N256_K512" / "M1.tsv"
+    out = tmp_path / "results" / "NVIDIA_H100_80GB_HBM3" / "tune" / "f" / "N256_K512" / "M1.tsv"
     out.parent.mkdir(parents=True)
     log = tmp_path / "M1.log"
+    settings = {"backend": "cuda", "device_name": "NVIDIA_H100_80GB_HBM3"}
     # In-process (persistent_worker=False): a worker is another process, where torch.cuda is not faked.
-    with pytest.raises(jobs.DeviceMismatch) as err:
-        jobs.tune_job(str(out), str(log), 256, 512, 1, cfg["search_space"], [128, 128], "bfloat16",
-                      "NVIDIA_H100_80GB_HBM3", "cuda", Settings(backend="cuda"), str(tmp_path / "cache"),
-                      persistent_worker=False)
+    with pytest.raises(DeviceMismatch) as err:
+        tune_job(str(out), str(log), 256, 512, 1, settings, str(tmp_path / "cache"), persistent_worker=False)
     message = str(err.value)
     assert "'NVIDIA_H100_80GB_HBM3'" in message and "'NVIDIA_H200'" in message and str(out) in message
     assert list(out.parent.iterdir()) == []
@@ -468,7 +379,7 @@ def test_unwritable_results_folder_stops_before_any_job(tmp_path, how):
         blocked = wd / "results" / DEV / "tune"
         blocked.mkdir(parents=True)
         _make_unwritable(blocked)
-        needle = f"cannot write to results/{DEV}/tune/N256_K512/:"
+        needle = f"cannot write to results/{DEV}/tune/"
     try:
         run = snakemake(wd, "--cores", "2")
     finally:

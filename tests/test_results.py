@@ -1,53 +1,101 @@
-"""Per-point TSVs: written whole, read back checked, merged into the shape's JSON."""
+"""Per-point TSVs: written whole, read back checked (hostile edits refused by name), merged into the shape's
+JSON with a manifest that finds a JSON no longer matching its TSVs and settings."""
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
-from kernels.naming import load_config_file
-from kernels.results import ResultFileError, aggregate, read_tsv, write_tsv
-from kernels.search_space import Config
-from kernels.tuner import Result
+from w8a8_tuner.results.aggregate import aggregate, stale_reason
+from w8a8_tuner.results.naming import load_config_file
+from w8a8_tuner.results.tsv import ResultFileError, best_config, read_tsv, write_tsv
+from w8a8_tuner.search.space import Config
+from w8a8_tuner.search.stages import Result
 
 CONFIGS = [Config(bm, bn, 128, 1, 4, 2) for bm in (16, 32) for bn in (64, 128)]
+EXPECTED = {"N": 256, "K": 512, "fingerprint": "abc", "device_name": "dev", "block_shape": [128, 128],
+            "out_dtype": "bfloat16", "backend": "interpret"}
 
 
 def fake_point(path, M, rng, statuses=None):
+    """A TSV as the tuner writes it, with random times; returns its winner."""
     results = []
     for c, status in zip(CONFIGS, statuses or ["ok"] * len(CONFIGS)):
         t = rng.uniform(10, 100) if status == "ok" else math.nan
-        results.append(Result(c, status, time_us=t, screen_us=t, rel_error=0.003,
+        results.append(Result(c, status, time_us=t, screen_us=t, rel_error=0.003 if status == "ok" else math.nan,
                               stage="remeasure" if status == "ok" else ""))
     ok = [r for r in results if r.status == "ok"]
-    best = min(ok, key=lambda r: r.time_us).config if ok else None
-    meta = {"N": 256, "K": 512, "M": M, "device_name": "dev", "block_shape": [128, 128],
-            "out_dtype": "bfloat16", "backend": "interpret"}
-    write_tsv(path, meta, results, best)
+    best = min(ok, key=lambda r: r.time_us).config
+    write_tsv(path, {**{k: v for k, v in EXPECTED.items()}, "M": M}, results, best)
     return best
 
 
-EXPECTED = {"N": 256, "K": 512, "device_name": "dev", "block_shape": [128, 128],
-            "out_dtype": "bfloat16", "backend": "interpret"}
-
-
-def test_round_trip_and_aggregate(tmp_path):
+def test_round_trip_and_aggregate_with_manifest(tmp_path):
     rng = random.Random()
     tsvs, best = {}, {}
     for M in (1, 16, 33):
-        tsvs[M] = tmp_path / f"M{M}.tsv"
+        tsvs[M] = str(tmp_path / f"M{M}.tsv")
         best[M] = fake_point(tsvs[M], M, rng)
-    out = tmp_path / "out.json"
-    assert aggregate(tsvs, out, EXPECTED, set(CONFIGS)) == best
+    out, manifest = tmp_path / "out.json", tmp_path / "manifest.tsv"
+    assert aggregate(tsvs, out, manifest, EXPECTED, set(CONFIGS)) == best
     assert load_config_file(out) == best
+    assert stale_reason(out, manifest, "abc", tsvs) is None
 
 
 def test_wrong_result_never_chosen(tmp_path):
     path = tmp_path / "M1.tsv"
     fake_point(path, 1, random.Random(), ["wrong_result", "ok", "compile_error", "out_of_resources"])
     _, df = read_tsv(path)
-    from kernels.results import best_config
     assert best_config(path, df) == CONFIGS[1]
+
+
+def edit_row(path, config: Config, column: str, value: str):
+    """Replace one cell of one config's row, keeping the file otherwise intact."""
+    from w8a8_tuner.results.tsv import COLUMNS
+
+    lines = path.read_text().splitlines(keepends=True)
+    prefix = "\t".join(str(v) for v in config.as_dict().values()) + "\t"
+    for i, line in enumerate(lines):
+        if line.startswith(prefix):
+            cells = line.rstrip("\n").split("\t")
+            cells[COLUMNS.index(column)] = value
+            lines[i] = "\t".join(cells) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("column,value,needle", [
+    ("time_us", "nan", "time_us='nan' is not a number"),
+    ("time_us", "abc", "time_us='abc' is not a number"),
+    ("time_us", "-3.5", "time_us='-3.5' is not a positive finite time"),
+    ("time_us", "-inf", "time_us='-inf' is not a positive finite time"),
+    ("time_us", "0", "time_us='0' is not a positive finite time"),
+    ("rel_error", "0.9", "ok with rel_error='0.9', over the limit"),
+    ("rel_error", "", "ok with rel_error='', over the limit"),
+    ("status", "fine", "unknown status 'fine'"),
+    ("BLOCK_SIZE_M", "1.5", "BLOCK_SIZE_M='1.5' is not a positive integer"),
+])
+def test_impossible_value_in_any_row_is_refused(tmp_path, column, value, needle):
+    """A hand edit or damage that keeps the file's shape: text, NaN, negative or infinite times, a wrong
+    result marked ok. Before, a text time made the column text and the JSON got the slowest finalist."""
+    path = tmp_path / "M1.tsv"
+    best = fake_point(path, 1, random.Random())
+    loser = next(c for c in CONFIGS if c != best)
+    edit_row(path, loser, column, value)
+    with pytest.raises(ResultFileError, match=needle) as err:
+        aggregate({1: str(path)}, tmp_path / "o.json", tmp_path / "m.tsv", EXPECTED,
+                  set(CONFIGS) if column != "BLOCK_SIZE_M" else None)
+    assert str(path) in str(err.value)
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "m.tsv").exists()
+
+
+def test_a_faster_time_written_in_by_hand_disagrees_with_the_best_line(tmp_path):
+    path = tmp_path / "M1.tsv"
+    best = fake_point(path, 1, random.Random())
+    loser = next(c for c in CONFIGS if c != best)
+    edit_row(path, loser, "time_us", "0.001")
+    with pytest.raises(ResultFileError, match=f"header says best '{best.label()}' but the fastest"):
+        read_tsv(path)
 
 
 def test_truncated_file_is_refused(tmp_path):
@@ -57,7 +105,7 @@ def test_truncated_file_is_refused(tmp_path):
     path.write_text(text[: len(text) // 2])
     out = tmp_path / "out.json"
     with pytest.raises(ResultFileError, match=f"{path}: truncated"):
-        aggregate({1: path}, out, EXPECTED, set(CONFIGS))
+        aggregate({1: str(path)}, out, tmp_path / "m.tsv", EXPECTED, set(CONFIGS))
     assert not out.exists()
 
 
@@ -75,7 +123,9 @@ def test_header_mismatch_is_refused(tmp_path):
     path = tmp_path / "M1.tsv"
     fake_point(path, 1, random.Random())
     with pytest.raises(ResultFileError, match="header says M='1', expected 2"):
-        aggregate({2: path}, tmp_path / "o.json", EXPECTED, set(CONFIGS))
+        aggregate({2: str(path)}, tmp_path / "o.json", tmp_path / "m.tsv", EXPECTED, set(CONFIGS))
+    with pytest.raises(ResultFileError, match="header says fingerprint='abc', expected 'other'"):
+        aggregate({1: str(path)}, tmp_path / "o.json", tmp_path / "m.tsv", {**EXPECTED, "fingerprint": "other"})
 
 
 def test_config_set_must_match_search_space(tmp_path):
@@ -83,3 +133,30 @@ def test_config_set_must_match_search_space(tmp_path):
     fake_point(path, 1, random.Random())
     with pytest.raises(ResultFileError, match="1 missing"):
         read_tsv(path, expected_configs=set(CONFIGS) | {Config(64, 64, 128, 1, 4, 2)})
+
+
+def test_stale_reasons(tmp_path):
+    """The manifest finds every way a JSON on disk stops being what its TSVs and settings give."""
+    rng = random.Random()
+    tsvs = {M: str(tmp_path / f"M{M}.tsv") for M in (1, 16)}
+    for M, p in tsvs.items():
+        fake_point(p, M, rng)
+    out, manifest = tmp_path / "out.json", tmp_path / "m.tsv"
+    assert stale_reason(out, manifest, "abc", tsvs) is None  # no JSON yet: made anyway
+    aggregate(tsvs, out, manifest, EXPECTED, set(CONFIGS))
+    assert stale_reason(out, manifest, "abc", tsvs) is None
+    assert "other settings" in stale_reason(out, manifest, "xyz", tsvs)
+    assert "batch sizes [1, 16], now [1]" in stale_reason(out, manifest, "abc", {1: tsvs[1]})
+    text = out.read_text()
+    out.write_text("garbage")
+    assert stale_reason(out, manifest, "abc", tsvs) == "changed on disk since it was written"
+    out.write_text(text)
+    fake_point(tsvs[16], 16, rng)  # re-tuned since
+    assert stale_reason(out, manifest, "abc", tsvs) == "the TSV of M=16 changed since"
+    Path(tsvs[1]).rename(tsvs[1] + ".gone")
+    assert stale_reason(out, manifest, "abc", tsvs) == "the point M=1 is no longer tuned"
+    Path(tsvs[1] + ".gone").rename(tsvs[1])
+    manifest.write_text("damaged")
+    assert stale_reason(out, manifest, "abc", tsvs) == "its record is damaged"
+    manifest.unlink()
+    assert stale_reason(out, manifest, "abc", tsvs) == "no record of what it was made from"

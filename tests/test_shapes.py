@@ -1,6 +1,6 @@
 import pytest
 
-from kernels.shapes import ShapeError, model_shapes, shapes_for
+from w8a8_tuner.plan.shapes import ShapeError, model_shapes, shapes_for
 
 
 def test_tp8_has_14_distinct_shapes():

@@ -8,14 +8,13 @@ import sys
 import time
 
 import pytest
+from conftest import snakemake
 
-from conftest import REPO, snakemake
-from kernels import slots
+from w8a8_tuner.jobs import slots
 
 HOLDER = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from kernels import slots
+import time
+from w8a8_tuner.jobs import slots
 s = slots.acquire(timeout_s=60, gpus=['fake0', 'fake1'])
 print(s.uuid, flush=True)
 time.sleep(600)
@@ -29,7 +28,7 @@ def lock_env(tmp_path, monkeypatch):
 
 
 def start_holder(env):
-    p = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO))], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE,
                          text=True, env=env)
     return p, p.stdout.readline().strip()
 
@@ -51,6 +50,15 @@ def test_holders_get_distinct_slots_and_kill_frees(lock_env):
         for p in (a, b):
             p.kill()
             p.wait()
+
+
+def test_unusable_lock_folder_names_the_variable(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(slots.LOCK_DIR_ENV, str(blocker / "locks"))
+    with pytest.raises(OSError, match=f"GPU slot locks cannot be written in {blocker / 'locks'} "
+                                      rf"\({slots.LOCK_DIR_ENV}=.*set {slots.LOCK_DIR_ENV} to a writable"):
+        slots.check_lock_dir()
 
 
 def test_no_visible_gpu_is_an_error():

@@ -26,11 +26,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import REPO, SNAKEMAKE, TEST_CONFIG
-from kernels.naming import INTERPRET_DEVICE
-from kernels.results import read_tsv
+from conftest import REPO, SNAKEMAKE, TEST_CONFIG, job_count
 from slurm.cluster import PARTITION, SlurmCluster, job_ids_in, missing_requirements
+
+from w8a8_tuner.results.naming import INTERPRET_DEVICE
+from w8a8_tuner.results.tsv import read_tsv
+
+pytestmark = pytest.mark.e2e
 
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "local"
@@ -75,7 +77,8 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600, env_extra: dict
                   ) -> subprocess.CompletedProcess:
     """The real `snakemake` command in `workdir`, in the environment a user's shell would give it."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET") and not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+           if k not in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET")
+           and not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     # Node-local GPU slot locks, per test. In interpret mode a job takes a slot (and logs
     # CUDA_VISIBLE_DEVICES with acquired_at/released_at) only with fake GPUs; two, as the
     # node has, so that slot locks never hold back a job SLURM placed on the other GPU.
@@ -118,7 +121,8 @@ def test_cluster_run_needs_device_name(tmp_path):
     run = run_snakemake(folder, "--profile", str(SLURM_PROFILE), *CONFIGFILES, timeout=120,
                         env_extra={"CUDA_VISIBLE_DEVICES": ""})
     assert run.returncode != 0
-    assert "device_name" in run.stderr and "profiles/slurm" in run.stderr and "head node" in run.stderr, run.stderr[-2000:]
+    out = run.stderr
+    assert "device_name" in out and "profiles/slurm" in out and "head node" in out, out[-2000:]
     assert not job_ids_in(run.stderr) and not (folder / ".snakemake" / "slurm_logs").exists()
 
 
@@ -175,7 +179,8 @@ def scontrol(job_id: str) -> dict[str, str]:
 def test_every_tune_job_went_through_sbatch(slurm_run):
     folder, run = slurm_run
     ids = job_ids_in(run.stderr)
-    assert len(ids) == len(set(ids)) == len(POINTS), f"{len(ids)} SLURM jobs for {len(POINTS)} points:\n{run.stderr[-3000:]}"
+    assert len(ids) == len(set(ids)) == len(POINTS), \
+        f"{len(ids)} SLURM jobs for {len(POINTS)} points:\n{run.stderr[-3000:]}"
     profile = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())
     mem_expr = next(e.split("=", 1)[1] for e in profile["default-resources"] if e.startswith("mem_mb="))
     seen = set()
@@ -193,7 +198,7 @@ def test_every_tune_job_went_through_sbatch(slurm_run):
     assert seen == set(POINTS)
     # The light rules ran on the head node, not through SLURM.
     assert not (folder / ".snakemake" / "slurm_logs" / "rule_aggregate").exists()
-    assert "localrule aggregate:" in run.stderr and "localrule all:" in run.stderr
+    assert job_count(run.stderr, "aggregate") == len(CONFIG["shapes"])
 
 
 def tune_log_records(folder: Path) -> list[dict]:
@@ -247,7 +252,8 @@ def test_same_command_resumes(slurm_run, local_run):
     command tunes only that point, through SLURM, and merges its shape again."""
     folder, _ = slurm_run
     n, k, m = POINTS[0]
-    (folder / RESULTS / "tune" / f"N{n}_K{k}" / f"M{m}.tsv").unlink()
+    [point_tsv] = (folder / RESULTS / "tune").glob(f"*/N{n}_K{k}/M{m}.tsv")
+    point_tsv.unlink()
     for json_file in (folder / RESULTS / "configs").glob(f"N={n},K={k},*.json"):
         json_file.unlink()
     again = run_snakemake(folder, *slurm_args())

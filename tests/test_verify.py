@@ -1,5 +1,5 @@
-"""Verification and report: the real `snakemake` on the CI config (interpreter), plus the cuBLAS
-contender's layouts and checks against a fake cuBLAS on CPU."""
+"""Verification and report: the real `snakemake` on the CI config (interpreter), plus the contenders
+(cuBLAS layouts against a fake cuBLAS on CPU, the spot check, the control) and the ratios."""
 
 import base64
 import json
@@ -11,31 +11,38 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import REPO, TEST_CONFIG, job_count, snakemake, tsv, validated
 
-from conftest import REPO, TEST_CONFIG, snakemake
-from kernels import verify as kv
-from kernels.naming import INTERPRET_DEVICE, config_file_name, load_config_file
-from kernels.reference import MAX_RELATIVE_ERROR, random_operands, reference_matmul
-from kernels.search_space import Config, vllm_default_config
+from kernels.blocks import cdiv
+from kernels.reference import relative_error
+from w8a8_tuner.hooks import CORRUPT_ENV
+from w8a8_tuner.results.naming import INTERPRET_DEVICE, config_file_name, load_config_file
+from w8a8_tuner.search.backend import Backend
+from w8a8_tuner.search.space import Config, vllm_default_config
+from w8a8_tuner.search.status import MAX_RELATIVE_ERROR
+from w8a8_tuner.search.workload import Workload
+from w8a8_tuner.verify import contenders, roofline
+from w8a8_tuner.verify.point import ShapeInputs, VerifySettings, verify_point
+from w8a8_tuner.verify.table import COLUMNS, add_ratios, read_rows
 
 CONFIG = yaml.safe_load(TEST_CONFIG.read_text())
 SHAPES = sorted(tuple(s) for s in CONFIG["shapes"])
 BATCHES = sorted(CONFIG["batch_sizes"])
 BLOCK = (128, 128)
-PLOTS = ("speedup_default", "speedup_compare", "roofline", "cublas", "times")
+PLOTS = ("speedup_default", "speedup_compare", "spot_check", "roofline", "cublas", "times")
 # compare_dir holds a file for the first shape only (keys 1 and 64), and one for the second shape
 # named for another device, which the naming rule must not pick.
 COMPARED = SHAPES[0]
 COMPARE_KEYS = {1: Config(16, 64, 128, 1, 4, 2), 64: Config(32, 128, 64, 1, 4, 3)}
 
 
-def job_count(text: str, rule: str) -> int:
-    m = re.search(rf"^{rule}\s+(\d+)$", text, re.M)
-    return int(m.group(1)) if m else 0
-
-
 def results(workdir):
     return workdir / "results" / INTERPRET_DEVICE
+
+
+def verify_dir(workdir):
+    [folder] = (results(workdir) / "verify").iterdir()
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +71,17 @@ def test_verify_jobs_and_printed_summary(verified):
     out = run.stdout + run.stderr
     assert "tuned vs vLLM default: geomean" in out
     assert "cuBLAS and roofline skipped" in out
+    assert "noise (tuned config timed twice): median" in out and "spot check (runner-ups" in out
     assert len(list((workdir / "logs" / INTERPRET_DEVICE / "verify").glob("N*_K*.log"))) == len(SHAPES)
 
 
-def test_verify_tsv_columns_and_checks(verified):
+def test_verify_tsv_columns_checks_control_and_spot_check(verified):
     workdir, _ = verified
-    df = kv.read_rows(results(workdir) / "verify.tsv")
-    assert tuple(df.columns) == kv.COLUMNS
+    df = read_rows(verify_dir(workdir) / "verify.tsv")
+    assert tuple(df.columns) == COLUMNS
     assert sorted(zip(df["N"], df["K"], df["M"])) == [(n, k, m) for n, k in SHAPES for m in BATCHES]
     default = vllm_default_config(BLOCK).label()
+    settings = CONFIG["verify_settings"]
     for row in df.itertuples():
         tuned = load_config_file(results(workdir) / "configs" / config_file_name(row.N, row.K, INTERPRET_DEVICE, BLOCK))
         assert row.tuned_config == tuned[row.M].label()
@@ -82,6 +91,17 @@ def test_verify_tsv_columns_and_checks(verified):
             assert 0 < getattr(row, f"{name}_rel_error") <= MAX_RELATIVE_ERROR
             assert getattr(row, f"{name}_us") > 0
         assert row.speedup_vs_default == pytest.approx(row.default_us / row.tuned_us, rel=1e-4)
+        # the control: the tuned config timed again as its own contender; its difference is the noise
+        assert row.control_us > 0 and row.noise_pct == pytest.approx(100 * abs(row.control_us / row.tuned_us - 1),
+                                                                     rel=1e-3, abs=1e-6)
+        # the spot check: runner-ups and random configs that ran right, from the point's TSV
+        from w8a8_tuner.results.tsv import read_tsv
+
+        _, points = read_tsv(tsv(workdir, row.N, row.K, row.M))
+        ok = set(points.loc[points["status"] == "ok", "config"]) - {tuned[row.M]}
+        assert row.spot_n == min(len(ok), settings["runner_ups"] + settings["spot_random"])
+        assert Config.from_label(row.spot_best_config) in ok
+        assert row.regret == pytest.approx(row.tuned_us / row.spot_best_us, rel=1e-4)
         # No GPU: cuBLAS and the roofline are skipped, and say so.
         assert row.cublas_status == "skipped" and "interpreter" in row.cublas_note
         assert math.isnan(row.cublas_us) and math.isnan(row.speedup_vs_cublas)
@@ -89,13 +109,13 @@ def test_verify_tsv_columns_and_checks(verified):
         assert math.isnan(row.pct_roofline)
         assert row.bytes > 0 and row.flops == 2 * row.M * row.N * row.K
     # The per-shape TSVs hold the same rows.
-    parts = pd.concat([kv.read_rows(results(workdir) / "verify" / f"N{n}_K{k}.tsv") for n, k in SHAPES])
+    parts = pd.concat([read_rows(verify_dir(workdir) / "shapes" / f"N{n}_K{k}.tsv") for n, k in SHAPES])
     assert len(parts) == len(df)
 
 
 def test_compare_dir_by_naming_rule_and_nearest_key(verified):
     workdir, _ = verified
-    df = kv.read_rows(results(workdir) / "verify.tsv").set_index(["N", "K", "M"])
+    df = read_rows(verify_dir(workdir) / "verify.tsv").set_index(["N", "K", "M"])
     name = config_file_name(*COMPARED, INTERPRET_DEVICE, BLOCK)
     expected_key = {1: 1, 16: 1, 33: 64}  # |33 - 64| < |33 - 1|
     for m in BATCHES:
@@ -111,23 +131,25 @@ def test_compare_dir_by_naming_rule_and_nearest_key(verified):
         assert config_file_name(*SHAPES[1], INTERPRET_DEVICE, BLOCK) in row["compare_note"]
 
 
-def test_report_has_plots_and_summary(verified):
+def test_report_has_plots_summary_and_resolved_device(verified):
     workdir, _ = verified
     html = (workdir / "report.html").read_text()
     for plot in PLOTS:
         m = re.search(rf"data:image/png;charset=utf8;filename={plot}\.png;base64,([A-Za-z0-9+/=]+)", html)
         assert m, f"{plot}.png not in the report"
         assert base64.b64decode(m.group(1)).startswith(b"\x89PNG")
-        assert (results(workdir) / "verify" / f"{plot}.png").stat().st_size > 5000
+        assert (verify_dir(workdir) / f"{plot}.png").stat().st_size > 5000
     # The summary table is rendered in its caption, the merged TSV attached.
-    summary = pd.read_csv(results(workdir) / "verify" / "summary.tsv", sep="\t", keep_default_na=False)
+    summary = pd.read_csv(verify_dir(workdir) / "summary.tsv", sep="\t", keep_default_na=False)
     assert list(summary["shape"]) == [f"N={n} K={k}" for n, k in SHAPES] + ["all"]
     total = summary.iloc[-1]
     assert total["vs_default_geomean"].endswith("x") and " at N=" in total["vs_default_worst"]
     assert total["vs_cublas_geomean"] == "skipped" and total["roofline_median_pct"] == "skipped"
+    assert total["regret_median"] != "n/a" and total["noise_median_pct"].endswith("%")
     assert "vs_default_geomean</th>" in html and total["vs_default_geomean"] in html
     assert "filename=verify.tsv" in html and "filename=summary.tsv" in html
     assert "Interpreter backend" in html
+    assert "on device ``auto``" not in html and "cpu_interpreter" in html  # the resolved name
     assert "system-message" not in html  # no docutils error in a caption
 
 
@@ -135,13 +157,12 @@ def test_wrong_contender_is_reported_and_not_timed(verified, tmp_path):
     src, _ = verified
     workdir = tmp_path / "copy"
     shutil.copytree(src, workdir, symlinks=True, ignore=shutil.ignore_patterns("locks"))
-    target = results(workdir) / "verify" / f"N{COMPARED[0]}_K{COMPARED[1]}.tsv"
+    target = verify_dir(workdir) / "shapes" / f"N{COMPARED[0]}_K{COMPARED[1]}.tsv"
     target.unlink()
-    run = snakemake(workdir, "--cores", "2", str(target.relative_to(workdir)),
-                    env={kv.INJECT_WRONG_ENV: "default,compare"})
+    run = snakemake(workdir, str(target.relative_to(workdir)), "--cores", "2", env={CORRUPT_ENV: "default,compare"})
     assert run.returncode == 0, run.stderr[-3000:]
     assert job_count(run.stderr, "verify") == 1 and job_count(run.stderr, "tune") == 0
-    df = kv.read_rows(target)
+    df = read_rows(target)
     assert (df["tuned_status"] == "ok").all() and (df["tuned_us"] > 0).all()
     for name in ("default", "compare"):
         assert (df[f"{name}_status"] == "wrong_result").all()
@@ -150,32 +171,70 @@ def test_wrong_contender_is_reported_and_not_timed(verified, tmp_path):
         assert df[f"{name}_note"].str.contains("not timed").all()
 
 
+@pytest.mark.e2e
 def test_dry_run_targets_and_switch(tmp_path):
-    """verify_all adds one verify job per shape; `verify: true` (benchmarks/configs/verify_tp8.yaml) adds
-    it to the default target; a compare_dir that is no folder stops the run."""
-    base = ["-n", "--cores", "8", "--resources", "gpu=8", "--configfile", str(REPO / "config" / "config.yaml")]
+    """verify_all adds one verify job per shape; `verify: true` adds it to the default target."""
+    base = ["-n", "--cores", "8", "--resources", "gpu=8"]
     dev = ["--config", "device_name=NVIDIA_H100_80GB_HBM3"]
     run = snakemake(tmp_path, "verify_all", *base, *dev)
     assert run.returncode == 0, run.stderr[-2000:]
     shapes = job_count(run.stdout, "aggregate")
-    assert shapes > 0 and job_count(run.stdout, "verify") == shapes
+    assert shapes == 14 and job_count(run.stdout, "verify") == shapes
     assert job_count(run.stdout, "verify_plots") == 1 and job_count(run.stdout, "verify_summary") == 1
     run = snakemake(tmp_path, *base, *dev)
     assert run.returncode == 0 and job_count(run.stdout, "verify") == 0
-    run = snakemake(tmp_path, *base, str(REPO / "benchmarks" / "configs" / "verify_tp8.yaml"), *dev)
+    run = snakemake(tmp_path, *base, "--configfile", str(REPO / "benchmarks" / "configs" / "verify_tp8.yaml"), *dev)
     assert run.returncode == 0, run.stderr[-2000:]
     assert job_count(run.stdout, "verify") == 2 and job_count(run.stdout, "tune") == 2 * 18
-    run = snakemake(tmp_path, *base, *dev, f"compare_dir={tmp_path / 'nowhere'}")
-    assert run.returncode != 0 and "compare_dir: " in run.stdout + run.stderr
 
 
 # ---------------------------------------------------------------------------------------------
+# Contenders, without a workflow
+
+
+def test_spot_check_takes_runner_ups_then_random_right_configs(tmp_path):
+    import random
+
+    from w8a8_tuner.results.tsv import write_tsv
+    from w8a8_tuner.search.stages import Result
+
+    rng = random.Random()
+    configs = [Config(bm, bn, 128, g, 4, s) for bm in (16, 32) for bn in (32, 64) for g in (1, 16) for s in (2, 3)]
+    stages = ["remeasure"] * 4 + ["screen"] * 4 + ["estimate"] * 6 + [""] * 2
+    results = []
+    for c, stage in zip(configs, stages):
+        ok = stage != ""
+        results.append(Result(c, "ok" if ok else "wrong_result", time_us=rng.uniform(10, 20) if ok else math.nan,
+                              screen_us=math.nan, rel_error=0.003 if ok else 0.5, stage=stage))
+    finalists = sorted((r for r in results if r.stage == "remeasure"), key=lambda r: r.time_us)
+    best = finalists[0].config
+    path = tmp_path / "M1.tsv"
+    write_tsv(path, {"M": 1}, results, best)
+    picked = contenders.spot_check_configs(path, best, runner_ups=4, random_k=5, seed=1)
+    assert picked[:3] == [r.config for r in finalists[1:]]  # the other finalists, fastest first
+    screened = sorted((r for r in results if r.stage == "screen"), key=lambda r: r.time_us)
+    assert picked[3] == screened[0].config
+    assert len(picked) == 9 and len(set(picked)) == 9 and best not in picked
+    wrong = {r.config for r in results if r.status != "ok"}
+    assert not wrong & set(picked)
+    assert contenders.spot_check_configs(path, best, 4, 5, seed=1) == picked  # reproducible
+
+
+def test_ratios_control_and_regret():
+    row = {"tuned_status": "ok", "tuned_us": 10.0, "default_status": "ok", "default_us": 20.0,
+           "compare_status": "missing", "compare_us": math.nan, "cublas_status": "ok", "cublas_us": 5.0,
+           "roofline_us": 2.0, "control_us": 10.1, "spot_best_us": 9.5}
+    add_ratios(row)
+    assert row["speedup_vs_default"] == 2.0 and math.isnan(row["speedup_vs_compare"])
+    assert row["speedup_vs_cublas"] == 0.5 and row["pct_roofline"] == pytest.approx(20.0)
+    assert row["noise_pct"] == pytest.approx(1.0) and row["regret"] == pytest.approx(10 / 9.5)
+    row.update(tuned_status="wrong_result")
+    add_ratios(row)
+    assert math.isnan(row["regret"]) and math.isnan(row["speedup_vs_default"])
+
+
 # cuBLAS contender against a fake torch._scaled_mm on CPU, which checks the scale layouts as torch
 # does and reads scale_b the way cuBLAS does (ceil(K/128) padded to 4 in memory).
-
-
-def _cdiv(a, b):
-    return -(-a // b)
 
 
 def _fits(scale, dim, size, stride):
@@ -188,8 +247,8 @@ def fake_scaled_mm(padded_check: bool):
     def scaled_mm(a, b, scale_a, scale_b, out_dtype=None, **_):
         M, K = a.shape
         N = b.shape[1]
-        groups, nb = _cdiv(K, 128), _cdiv(N, 128)
-        padded = _cdiv(groups, 4) * 4
+        groups, nb = cdiv(K, 128), cdiv(N, 128)
+        padded = cdiv(groups, 4) * 4
         sb = scale_b.t()
         ok_a = _fits(scale_a, 0, M, 1) and _fits(scale_a, 1, groups, M)
         ok_b = _fits(sb, 0, nb, padded if padded_check else groups) and _fits(sb, 1, groups, 1)
@@ -208,87 +267,83 @@ def fake_scaled_mm(padded_check: bool):
     return scaled_mm
 
 
-def cublas_outcome(M, N, K, monkeypatch, padded_check=True):
+def cublas_error(M, N, K, monkeypatch, padded_check=True):
+    """(relative error of the layout the contender picked, layout), or (note, None) if it is unsupported."""
     monkeypatch.setattr(torch, "_scaled_mm", fake_scaled_mm(padded_check), raising=False)
-    ops = random_operands(M, N, K, BLOCK, seed=1)
-    ref = reference_matmul(ops)
-    weights = [(ops.B, ops.Bs)]
-    settings = kv.VerifySettings(backend="interpret")
+    workload = Workload.create(M, N, K, BLOCK, "bfloat16", "cpu", 0, seed=1)
     try:
-        layout, launch = kv._cublas_launcher(ops, weights, torch.bfloat16)
+        layout, launch = contenders.cublas_launcher(workload, torch.bfloat16)
     except NotImplementedError as e:
-        return kv.Outcome(kv.UNSUPPORTED, note=str(e)), None
-    return kv._check_and_time("cublas", launch, ref, 1, settings, set()), layout
+        return str(e), None
+    return relative_error(launch(0), workload.ref), layout
 
 
 @pytest.mark.parametrize("K", [512, 256, 2304])
 def test_cublas_layout_right_on_current_torch(K, monkeypatch):
-    outcome, layout = cublas_outcome(16, 256, K, monkeypatch)
-    assert outcome.status == "ok" and outcome.rel_error < 1e-2 and outcome.time_us > 0
-    assert ("padded" in layout) == (_cdiv(K, 128) % 4 != 0)
+    err, layout = cublas_error(16, 256, K, monkeypatch)
+    assert err < 1e-2
+    assert ("padded" in layout) == (cdiv(K, 128) % 4 != 0)
 
 
 def test_cublas_wrong_scales_on_older_torch_are_caught(monkeypatch):
-    # Older torch takes the unpadded weight scales; cuBLAS reads them padded: wrong numbers, not timed.
-    outcome, layout = cublas_outcome(16, 384, 2304, monkeypatch, padded_check=False)
-    assert layout == "scale_b unpadded"
-    assert outcome.status == "wrong_result" and math.isnan(outcome.time_us)
-    outcome, _ = cublas_outcome(16, 384, 512, monkeypatch, padded_check=False)
-    assert outcome.status == "ok"
+    # Older torch takes the unpadded weight scales; cuBLAS reads them padded: wrong numbers.
+    err, layout = cublas_error(16, 384, 2304, monkeypatch, padded_check=False)
+    assert layout == "scale_b unpadded" and err > MAX_RELATIVE_ERROR
+    err, _ = cublas_error(16, 384, 512, monkeypatch, padded_check=False)
+    assert err < 1e-2
 
 
 def test_cublas_refusal_is_unsupported(monkeypatch):
-    outcome, _ = cublas_outcome(1, 256, 512, monkeypatch)
-    assert outcome.status == "unsupported" and "NOT_SUPPORTED" in outcome.note
-    assert math.isnan(outcome.time_us)
+    note, layout = cublas_error(1, 256, 512, monkeypatch)
+    assert layout is None and "NOT_SUPPORTED" in note
 
 
 def test_roofline_is_the_slower_bound():
-    limits = kv.DeviceLimits(bandwidth_gbs=3000.0, fp8_peak_tflops=1000.0)
+    limits = roofline.DeviceLimits(bandwidth_gbs=3000.0, fp8_peak_tflops=1000.0)
     M, N, K = 1, 4608, 7168
     moved = M * K + N * K + 4 * M * 56 + 4 * 36 * 56 + 2 * M * N
-    assert kv.point_bytes(M, N, K, BLOCK, 2) == moved
-    assert kv.roofline_us(M, N, K, BLOCK, 2, limits) == pytest.approx(moved / 3000e9 * 1e6)
+    assert roofline.point_bytes(M, N, K, BLOCK, 2) == moved
+    assert roofline.roofline_us(M, N, K, BLOCK, 2, limits) == pytest.approx(moved / 3000e9 * 1e6)
     M = 4096
-    assert kv.roofline_us(M, N, K, BLOCK, 2, limits) == pytest.approx(2 * M * N * K / 1000e12 * 1e6)
-    assert math.isnan(kv.roofline_us(M, N, K, BLOCK, 2, kv.DeviceLimits()))
+    assert roofline.roofline_us(M, N, K, BLOCK, 2, limits) == pytest.approx(2 * M * N * K / 1000e12 * 1e6)
+    assert math.isnan(roofline.roofline_us(M, N, K, BLOCK, 2, roofline.DeviceLimits()))
+
+
+class CpuStandInBackend(Backend):
+    """The GPU branch of verify_point (weight copies, cuBLAS, roofline) with the CPU doing the work."""
+
+    @property
+    def device(self):
+        return "cpu"
+
+    def cache_bytes(self):
+        return 1 << 20
 
 
 def test_gpu_branch_with_cpu_stand_ins(monkeypatch):
-    """verify_point's GPU branch (weight copies, timing through kernels.timing, cuBLAS, roofline,
-    ratios) with CPU stand-ins for CUDA: the interpreter runs the kernel, a fake cuBLAS (older torch:
-    unpadded scales accepted, read padded) is wrong at ceil(K/128) = 18 and must not be timed."""
-    import time
+    """The interpreter runs the kernel, a fake cuBLAS (older torch: unpadded scales accepted, read padded)
+    is wrong at ceil(K/128) = 18 and must not be timed; every contender is timed in the same rounds."""
+    from w8a8_tuner.search.bench import WallBench
 
-    from kernels import timing
-
-    launched = []
-
-    def fake_time_batch(launch, launches, copies):
-        started = time.perf_counter()
-        for i in range(launches):
-            launch(i % copies)
-            launched.append(i % copies)
-        return (time.perf_counter() - started) * 1e6 / launches
-
-    class Props:
-        L2_cache_size = 1 << 20
-
-    monkeypatch.setattr(kv, "torch_device", lambda backend: "cpu")
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
-    monkeypatch.setattr(timing, "time_batch", fake_time_batch)
     monkeypatch.setattr(torch, "_scaled_mm", fake_scaled_mm(padded_check=False), raising=False)
-    settings = kv.VerifySettings(backend="cuda", budget_us=1.0, repeats=1)
-    limits = kv.DeviceLimits(bandwidth_gbs=3000.0, fp8_peak_tflops=1000.0)
+    backend = CpuStandInBackend("cuda")
+    timed = []
+
+    class CountingBench(WallBench):
+        def measure(self, launchers, launches, rounds):
+            timed.append(len(launchers))
+            return super().measure(launchers, launches, rounds)
+
+    settings = VerifySettings(**{**validated()["verify_settings"], "budget_us": 1.0, "rounds": 1})
+    limits = roofline.DeviceLimits(bandwidth_gbs=3000.0, fp8_peak_tflops=1000.0)
     tuned = Config(16, 128, 128, 1, 4, 2)
-    shape = kv.ShapeInputs(N=256, K=2304, tuned={16: tuned}, extra={"device_name": "x", "backend": "cuda"})
-    row = kv.verify_point(shape, 16, settings, limits, log=lambda s: None)
-    assert len(set(launched)) > 1  # weight copies rotate
+    shape = ShapeInputs(N=256, K=2304, tuned={16: tuned}, extra={"device_name": "x", "backend": "cuda"})
+    row = verify_point(shape, 16, settings, backend, CountingBench(), limits, log=lambda s: None)
+    assert timed == [3, 3]  # tuned, its control and default, side by side (no spot check without a TSV)
     assert row["tuned_status"] == "ok" and row["default_status"] == "ok" and row["compare_status"] == "missing"
+    assert row["control_us"] > 0 and row["spot_n"] == 0 and math.isnan(row["regret"])
     assert row["cublas_status"] == "wrong_result" and math.isnan(row["cublas_us"])
     assert "unpadded" in row["cublas_config"] and math.isnan(row["speedup_vs_cublas"])
-    assert row["roofline_us"] == pytest.approx(kv.roofline_us(16, 256, 2304, BLOCK, 2, limits))
+    assert row["roofline_us"] == pytest.approx(roofline.roofline_us(16, 256, 2304, BLOCK, 2, limits))
     assert row["pct_roofline"] == pytest.approx(100 * row["roofline_us"] / row["tuned_us"])
     assert row["speedup_vs_default"] == pytest.approx(row["default_us"] / row["tuned_us"])

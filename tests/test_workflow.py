@@ -2,42 +2,35 @@
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
 
+import pytest
 import yaml
+from conftest import DEV, REPO, SNAKEMAKE, check_complete, config_json, job_count, job_env, snakemake, tsv, tsvs
 
-from conftest import REPO, SNAKEMAKE, snakemake
-from kernels.naming import INTERPRET_DEVICE, config_file_name, load_config_file
-from kernels.results import read_tsv
+from w8a8_tuner.results.naming import load_config_file
+from w8a8_tuner.results.tsv import read_tsv
+
+pytestmark = pytest.mark.e2e
 
 CONFIG = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
 SHAPES = [tuple(s) for s in CONFIG["shapes"]]
 BATCHES = CONFIG["batch_sizes"]
 
 
-def json_files(workdir):
-    return {(n, k): workdir / "results" / INTERPRET_DEVICE / "configs" / config_file_name(n, k, INTERPRET_DEVICE, (128, 128))
-            for n, k in SHAPES}
-
-
 def check_outputs(workdir):
-    for (n, k), path in json_files(workdir).items():
+    for n, k in SHAPES:
+        path = config_json(workdir, n, k)
         assert path.exists(), path
         configs = load_config_file(path)
         assert sorted(configs) == sorted(BATCHES), f"{path} lacks batch sizes"
         assert list(json.loads(path.read_text())) == [str(m) for m in sorted(BATCHES)]
         for m, best in configs.items():
-            _, df = read_tsv(workdir / "results" / INTERPRET_DEVICE / "tune" / f"N{n}_K{k}" / f"M{m}.tsv")
+            _, df = read_tsv(tsv(workdir, n, k, m))
             assert len(df) == 4 and (df["status"] == "ok").all()
             assert best in set(df["config"])
-
-
-def job_count(stdout_stderr: str, rule: str) -> int:
-    m = re.search(rf"^{rule}\s+(\d+)$", stdout_stderr, re.M)
-    return int(m.group(1)) if m else 0
 
 
 def test_end_to_end_and_nothing_left_to_do(workdir):
@@ -46,27 +39,32 @@ def test_end_to_end_and_nothing_left_to_do(workdir):
     check_outputs(workdir)
     assert job_count(run.stderr, "tune") == len(SHAPES) * len(BATCHES)
     assert job_count(run.stderr, "aggregate") == len(SHAPES)
+    # One line per finished point: shape, batch size, winner, time, points done, time left.
+    lines = [line for line in run.stderr.splitlines() if line.startswith("tuned N=")]
+    assert len(lines) == len(SHAPES) * len(BATCHES)
+    assert any(f"| {len(SHAPES) * len(BATCHES)}/{len(SHAPES) * len(BATCHES)} points" in line for line in lines)
+    assert any("left" in line for line in lines)
     again = snakemake(workdir, "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     # logs per job
     assert len(list((workdir / "logs").rglob("*.log"))) == len(SHAPES) * (len(BATCHES) + 1)
+    check_complete(workdir)
 
 
 def test_resume_after_snakemake_is_killed(workdir):
-    env = {**os.environ, "W8A8_TUNER_LOCK_DIR": str(workdir / "locks")}
     proc = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    tune_dir = workdir / "results" / INTERPRET_DEVICE / "tune"
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=job_env(workdir),
+                            start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(tune_dir.rglob("*.tsv"))) < 2:
+    while time.time() < deadline and len(tsvs(workdir)) < 2:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its running job, mid-sweep
     proc.wait()
-    done_before = len(list(tune_dir.rglob("*.tsv")))
+    done_before = len(tsvs(workdir))
     assert 2 <= done_before < len(SHAPES) * len(BATCHES)
     # Nothing half-written under a final name
-    for tsv in tune_dir.rglob("*.tsv"):
-        read_tsv(tsv)
+    for path in tsvs(workdir):
+        read_tsv(path)
     run = snakemake(workdir, "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     check_outputs(workdir)
@@ -88,14 +86,24 @@ def test_cuda_backend_without_gpu_stops_with_hint(workdir):
 
 def test_dry_run_default_config_counts(tmp_path):
     """The default config, with device_name set: 252 tune and 14 aggregate jobs; 33 shapes over tp 1,2,4,8."""
-    run = snakemake(tmp_path, "-n", "--cores", "8", "--resources", "gpu=8", "--configfile",
-                    str(REPO / "config" / "config.yaml"), "--config", "device_name=NVIDIA_H100_80GB_HBM3")
+    run = snakemake(tmp_path, "-n", "--cores", "8", "--resources", "gpu=8", "--config",
+                    "device_name=NVIDIA_H100_80GB_HBM3")
     assert run.returncode == 0, run.stderr[-2000:]
     assert job_count(run.stdout, "tune") == 252 and job_count(run.stdout, "aggregate") == 14
+    assert job_count(run.stdout, "compile") == 6
     extra = tmp_path / "tp.yaml"
     extra.write_text("tp_sizes: [1, 2, 4, 8]\n")
-    run = snakemake(tmp_path, "-n", "--cores", "8", "--resources", "gpu=8", "--configfile",
-                    str(REPO / "config" / "config.yaml"), str(extra), "--config", "device_name=NVIDIA_H100_80GB_HBM3")
+    run = snakemake(tmp_path, "-n", "--cores", "8", "--resources", "gpu=8", "--configfile", str(extra),
+                    "--config", "device_name=NVIDIA_H100_80GB_HBM3")
     assert run.returncode == 0, run.stderr[-2000:]
     assert job_count(run.stdout, "tune") == 33 * 18 and job_count(run.stdout, "aggregate") == 33
     assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()], "a dry run wrote results"
+    # The dry run is short: no per-job blocks, no "Shell command: None".
+    assert "Shell command: None" not in run.stdout and len(run.stdout.splitlines()) < 200, len(run.stdout.splitlines())
+
+
+def test_device_output_paths(workdir):
+    """A shape's JSON lands in results/<device>/configs/ under the engines' file name."""
+    run = snakemake(workdir, "--cores", "2", "--config", "shapes=[[256,512]]", "batch_sizes=[1]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [p.name for p in (workdir / "results" / DEV / "configs").iterdir()] == [config_json(workdir, 256, 512).name]

@@ -156,7 +156,7 @@ class SlurmCluster:
                 if time.monotonic() > deadline:
                     os.close(fd)
                     raise ClusterError(f"another test SLURM cluster holds {MACHINE_LOCK} for over "
-                                       f"{self.lock_timeout_s:.0f} s")
+                                       f"{self.lock_timeout_s:.0f} s") from None
                 time.sleep(1)
 
     def _record_pids(self) -> None:

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from w8a8_tuner import hooks
 from w8a8_tuner.jobs import slots
 
 # Set by the workflow when a run starts: the time this run's progress and time left are counted from.
@@ -46,6 +47,8 @@ def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict
             "tsv": str(Path(out_tsv).resolve()), "log": str(Path(log_path).resolve()), "N": N, "K": K, "M": M,
             "settings": settings, "triton_cache": str(Path(triton_cache).resolve()),
             "compile_workers": compile_workers, "slot": slot.uuid if slot else "none",
+            # the job's test hook, not the worker's: a worker outlives the job that started it
+            "corrupt": os.environ.get(hooks.CORRUPT_ENV, ""),
         }
         try:
             if persistent_worker:

@@ -7,6 +7,7 @@ A request is a plain dict (it crosses a socket as JSON):
                     shape, out dtype, search space, search settings) and their fingerprint
   triton_cache      compiled-kernel cache folder; compile_workers: processes compiling configs
   slot              the GPU slot's UUID ("none" without slots)
+  corrupt           test hook (w8a8_tuner.hooks): config labels whose output is damaged, or ""
 """
 
 from __future__ import annotations
@@ -36,17 +37,18 @@ def check_device(expected: str, index: int, out_path: str) -> None:
 
 def run_point(request: dict, device_index: int | None, log) -> str:
     """Tune the request's point and write its TSV; returns the one-line result for the job's output."""
-    from w8a8_tuner.results.tsv import write_tsv
     from w8a8_tuner.search.backend import prepare
-    from w8a8_tuner.search.compile import Point
-    from w8a8_tuner.search.space import valid_configs
-    from w8a8_tuner.search.settings import SearchSettings
-    from w8a8_tuner.search.stages import tune_point
-    from w8a8_tuner.search.workload import Workload
 
     started = time.time()
     s = request["settings"]
-    backend = prepare(s["backend"], request["triton_cache"])
+    backend = prepare(s["backend"], request["triton_cache"])  # before triton is imported (below)
+    from w8a8_tuner.results.tsv import write_tsv
+    from w8a8_tuner.search.compile import Point
+    from w8a8_tuner.search.settings import SearchSettings
+    from w8a8_tuner.search.space import valid_configs
+    from w8a8_tuner.search.stages import tune_point
+    from w8a8_tuner.search.workload import Workload
+
     if backend.on_gpu:
         import torch
 
@@ -59,7 +61,7 @@ def run_point(request: dict, device_index: int | None, log) -> str:
     workload = Workload.create(M, N, K, block_shape, s["out_dtype"], backend.device, backend.cache_bytes(),
                                seed=search.seed)
     point = Point(M, N, K, block_shape, s["out_dtype"])
-    corrupt = hooks.corrupt_predicate()
+    corrupt = hooks.corrupt_predicate(request.get("corrupt", ""))
     report = tune_point(workload, configs, search, backend.bench(),
                         backend.compiler(point, int(request["compile_workers"])),
                         corrupt=(lambda c: corrupt(c.label())) if corrupt else None, log=log)

@@ -70,7 +70,8 @@ def select_visible(all_uuids: list[str], cuda_visible: str | None) -> list[str]:
         if entry.isdigit() and int(entry) < len(all_uuids):
             match = all_uuids[int(entry)]
         else:
-            found = [u for u in all_uuids if entry and u.startswith(entry if entry.startswith("GPU-") else f"GPU-{entry}")]
+            prefix = entry if entry.startswith("GPU-") else f"GPU-{entry}"
+            found = [u for u in all_uuids if entry and u.startswith(prefix)]
             if len(found) != 1:
                 break
             match = found[0]

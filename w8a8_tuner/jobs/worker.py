@@ -177,7 +177,7 @@ def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float)
             _send(conn, {"accepted": os.getpid()})
             fatal = False
             with open(request["log"], "a", buffering=1) as log_file:
-                def log(message: str) -> None:
+                def log(message: str, log_file=log_file, conn=conn) -> None:
                     print(message, file=log_file)
                     if not _client_alive(conn):
                         raise ClientGone

@@ -50,7 +50,8 @@ def check_slurm_profile(default_resources) -> None:
         return
     items = default_resources.items() if hasattr(default_resources, "items") else []
     for name, value in items:
-        text = str(getattr(value, "value", value))
+        # a Snakemake Resource keeps the text it was given as `raw` (expressions are not evaluated here)
+        text = str(getattr(value, "raw", value))
         if SLURM_PLACEHOLDER in text:
             raise ConfigError(f"default-resources: {name}={text} is the placeholder of profiles/slurm/config.yaml; "
                               f"edit the lines marked EDIT there (your partition and account) before running")

@@ -21,7 +21,8 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise ConfigFileProblem(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
+            raise ConfigFileProblem(
+                f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 

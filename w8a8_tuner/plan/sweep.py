@@ -11,8 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w8a8_tuner.plan.shapes import ShapeError, shapes_for
-from w8a8_tuner.results.naming import (INTERPRET_DEVICE, ConfigFileError, compare_file_for, load_config_file,
-                                       normalize_device_name)
+from w8a8_tuner.results.naming import (
+    INTERPRET_DEVICE,
+    ConfigFileError,
+    compare_file_for,
+    load_config_file,
+    normalize_device_name,
+)
 from w8a8_tuner.search.space import PARAMS, Config, SpaceError, valid_configs
 
 CPU_DEMO_HINT = (

@@ -51,10 +51,12 @@ def read_manifest(path) -> tuple[dict[str, str], dict[int, tuple[str, str]]]:
 
 
 def stale_reason(json_path, manifest_path, fingerprint: str, tsv_by_batch: dict[int, str]) -> str | None:
-    """Why the JSON on disk is not what its current TSVs and settings give, or None if it is (or is absent,
-    or its TSVs are not all there yet: then it is made anyway)."""
+    """Why the JSON on disk is not what its TSVs and the current settings give, or None if it is (or if
+    there is no JSON: then it is made anyway). File times cannot tell this: with Snakemake's
+    mtime trigger a JSON newer than everything it was made from looks up to date even when the
+    settings now name other TSVs."""
     json_path, manifest_path = Path(json_path), Path(manifest_path)
-    if not json_path.exists() or not all(Path(p).exists() for p in tsv_by_batch.values()):
+    if not json_path.exists():
         return None
     if not manifest_path.exists():
         return "no record of what it was made from"
@@ -68,7 +70,9 @@ def stale_reason(json_path, manifest_path, fingerprint: str, tsv_by_batch: dict[
         return "changed on disk since it was written"
     if set(made_from) != set(tsv_by_batch):
         return f"made for batch sizes {sorted(made_from)}, now {sorted(tsv_by_batch)}"
-    for M, path in tsv_by_batch.items():
+    for M, path in sorted(tsv_by_batch.items()):
+        if not Path(path).exists():
+            return f"the point M={M} is no longer tuned"
         if made_from[M] != (str(path), sha256_of(path)):
             return f"the TSV of M={M} changed since"
     return None

@@ -57,8 +57,8 @@ def load_config_file(path) -> dict[int, Config]:
         except ValueError:
             raise ConfigFileError(f"{path}: key {key!r} is not a batch size") from None
         if not isinstance(value, dict) or set(value) != set(PARAMS):
-            raise ConfigFileError(f"{path}: entry {key!r} has keys {sorted(value) if isinstance(value, dict) else value!r}"
-                                  f", expected {list(PARAMS)}")
+            got = sorted(value) if isinstance(value, dict) else repr(value)
+            raise ConfigFileError(f"{path}: entry {key!r} has keys {got}, expected {list(PARAMS)}")
         if not all(isinstance(value[p], int) and not isinstance(value[p], bool) and value[p] > 0 for p in PARAMS):
             raise ConfigFileError(f"{path}: entry {key!r} has a value that is not a positive integer: {value}")
         out[m] = Config(**{p: value[p] for p in PARAMS})

@@ -31,6 +31,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from kernels.blocks import cdiv
+
 Launch = Callable[[int], object]
 
 
@@ -51,7 +53,7 @@ def weight_copies(weight_bytes: int, cache_bytes: int, limit: int = 64) -> int:
     """Copies of the weight to cycle through so that one cycle evicts the cache three times over."""
     if cache_bytes <= 0:
         return 1
-    return max(2, min(limit, -(-3 * cache_bytes // max(weight_bytes, 1))))
+    return max(2, min(limit, cdiv(3 * cache_bytes, max(weight_bytes, 1))))
 
 
 def rotating_weights(B, Bs, cache_bytes: int) -> list:

@@ -11,6 +11,7 @@ class SearchSettings:
 
     estimate_rounds: int
     screen_cutoff: float
+    screen_slack_us: float
     screen_min: int
     screen_budget_us: float
     screen_repeats: int

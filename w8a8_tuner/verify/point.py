@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from w8a8_tuner import hooks
-from w8a8_tuner.results.naming import (compare_file_for, config_file_name, load_config_file, nearest_key,
-                                       pick_config)
+from w8a8_tuner.results.naming import compare_file_for, config_file_name, load_config_file, nearest_key, pick_config
 from w8a8_tuner.search.space import Config, vllm_default_config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, WRONG_RESULT, error_note, launch_failure
 from w8a8_tuner.verify.table import CONTENDERS, MISSING, SKIPPED, UNSUPPORTED, add_ratios, write_rows

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kernels.blocks import cdiv
 from w8a8_tuner.results.files import write_atomic
 from w8a8_tuner.search.status import OK
 
@@ -252,7 +253,7 @@ def plot_times(df: pd.DataFrame, path) -> None:
     plt = _plt()
     shapes, _ = _grid(df)
     cols = min(3, len(shapes))
-    rows = -(-len(shapes) // cols)
+    rows = cdiv(len(shapes), cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False, layout="constrained")
     styles = {"tuned": ("tuned", "o-"), "default": ("vLLM default", "s--"), "compare": ("compare_dir", "^-."),
               "cublas": ("cuBLAS blockwise", "d:")}

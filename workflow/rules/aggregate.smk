@@ -1,17 +1,5 @@
 localrules:
     aggregate,
-    mark_stale,
-
-
-rule mark_stale:
-    """A JSON on disk is not what its TSVs and settings give (common.smk says why): have it made again."""
-    output:
-        f"{RESULTS}/aggregate/stale/N{{N}}_K{{K}}.{{key}}",
-    params:
-        why=lambda wildcards: STALE.get((wildcards.N, wildcards.K), ""),
-    run:
-        print(f"N={wildcards.N} K={wildcards.K}: the JSON is stale ({params.why}); making it again")
-        Path(output[0]).write_text(params.why + "\n")
 
 
 rule aggregate:
@@ -20,7 +8,12 @@ rule aggregate:
         unpack(lambda wildcards: shape_tsvs(wildcards.N, wildcards.K)),
         stale=stale_marker,
     output:
-        json=f"{RESULTS}/configs/{config_file_name('{N}', '{K}', DEVICE, PLAN.block_shape)}",
+        json=report(
+            f"{RESULTS}/configs/{config_file_name('{N}', '{K}', DEVICE, PLAN.block_shape)}",
+            caption="../report/tuned_json.rst",
+            category="Tuned configs",
+            labels={"N": "{N}", "K": "{K}"},
+        ),
         manifest=f"{RESULTS}/aggregate/N{{N}}_K{{K}}.tsv",
     log:
         f"{LOGS}/aggregate/N{{N}}_K{{K}}.log",

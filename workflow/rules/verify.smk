@@ -33,6 +33,16 @@ def verify_targets():
     return [f"{VERIFY}/verify.tsv", f"{VERIFY}/summary.tsv"] + [f"{VERIFY}/{p}.png" for p in VERIFY_PLOTS]
 
 
+# `snakemake --report` before anything it could show exists would write an empty report: say what to run.
+if any(a == "--report" or a.startswith("--report=") for a in sys.argv) and not any(
+    Path(p).exists() for p in verify_targets() + all_config_files()
+):
+    raise WorkflowError(
+        "nothing to report yet for this configuration: run the sweep (and `snakemake verify_all` for the "
+        "verification) with the same config first, then `snakemake --report report.html verify_all`"
+    )
+
+
 def verify_inputs(wildcards):
     inputs = {"tuned": config_json(wildcards.N, wildcards.K)}
     inputs.update({f"M{m}": p for m, p in shape_tsvs(wildcards.N, wildcards.K).items()})

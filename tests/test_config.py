@@ -1,0 +1,167 @@
+"""Configuration: every bad value stops the run before any job with one line naming the key and the value,
+checked in-process against the schema and the plan (test_messages.py runs the real snakemake on a few)."""
+
+import json
+
+import pytest
+import yaml
+from conftest import SCHEMA, TEST_CONFIG
+from snakemake.exceptions import WorkflowError
+
+from w8a8_tuner.plan.checks import check_slurm_profile
+from w8a8_tuner.plan.config import ConfigFileProblem, load_strict, schema_error_message, yaml_values
+from w8a8_tuner.plan.sweep import ConfigError, make_plan
+from w8a8_tuner.results.naming import config_file_name
+
+
+def message_for(change) -> str:
+    """What the workflow says for the CI config with `change` applied ('' if it is accepted)."""
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    change(cfg)
+    try:
+        validate(cfg, str(SCHEMA))
+    except WorkflowError as e:
+        return schema_error_message(e)
+    try:
+        make_plan(cfg)
+    except ConfigError as e:
+        return str(e)
+    return ""
+
+
+# (case, change, what the message must show: the key and the offending value)
+CASES = [
+    ("unknown key", lambda c: c.update(batchsizes=[1]), ["top level", "'batchsizes' was unexpected", "known keys:"]),
+    ("wrong type", lambda c: c.update(batch_sizes="16"), ["batch_sizes: '16' is not of type 'array'"]),
+    ("wrong item type", lambda c: c.update(batch_sizes=[1.5]), ["batch_sizes[0]: 1.5 is not of type 'integer'"]),
+    ("non-positive batch", lambda c: c.update(batch_sizes=[0, 16]), ["batch_sizes[0]: 0 is less than the minimum"]),
+    ("negative batch", lambda c: c.update(batch_sizes=[16, -4]), ["batch_sizes[1]: -4 is less than the minimum"]),
+    ("duplicate batch", lambda c: c.update(batch_sizes=[16, 16]), ["batch_sizes: [16, 16] has non-unique"]),
+    ("duplicate tp size", lambda c: c.update(tp_sizes=[8, 8]), ["tp_sizes: [8, 8] has non-unique"]),
+    ("bad block split", lambda c: c.update(shapes=[], tp_sizes=[32]),
+     ["tp_sizes: tp=32 splits K=18432 into 576, not a multiple of block_k=128"]),
+    ("block_shape not dividing a split", lambda c: c.update(shapes=[], tp_sizes=[16], block_shape=[128, 256]),
+     ["tp_sizes: tp=16 splits K=18432 into 1152, not a multiple of block_k=256"]),
+    ("block_shape zero", lambda c: c.update(block_shape=[0, 128]), ["block_shape[0]: 0 is less than the minimum"]),
+    ("BLOCK_SIZE_K not dividing block_k", lambda c: c["search_space"].update(BLOCK_SIZE_K=[128, 256]),
+     ["search_space.BLOCK_SIZE_K: [256] do not divide block_k=128"]),
+    ("BLOCK_SIZE_K not a power of two", lambda c: c["search_space"].update(BLOCK_SIZE_K=[96]),
+     ["search_space.BLOCK_SIZE_K[0]: 96 is not one of"]),
+    ("empty search space list", lambda c: c["search_space"].update(num_warps=[]),
+     ["search_space.num_warps: [] should be non-empty"]),
+    ("unknown search space parameter", lambda c: c["search_space"].update(waves=[1]),
+     ["search_space: Additional properties", "'waves' was unexpected"]),
+    ("unknown out_dtype", lambda c: c.update(out_dtype="int8"), ["out_dtype: 'int8' is not one of"]),
+    ("unknown input_type", lambda c: c.update(input_type="int8"), ["input_type: 'int8' is not one of ['fp8']"]),
+    ("zero dimension", lambda c: c.update(shapes=[[0, 256]]), ["shapes[0][0]: 0 is less than the minimum"]),
+    ("negative dimension", lambda c: c.update(shapes=[[256, -1]]), ["shapes[0][1]: -1 is less than the minimum"]),
+    ("unknown backend", lambda c: c.update(backend="rocm"), ["backend: 'rocm' is not one of"]),
+    ("bad tuning value", lambda c: c["tuning"].update(top_k=0), ["tuning.top_k: 0 is less than the minimum"]),
+    ("unknown tuning key", lambda c: c["tuning"].update(screen_cutof=1.2),
+     ["tuning: ", "'screen_cutof' was unexpected"]),
+    # A device name is a folder and part of a file name: '..' would write into the checkout's root.
+    ("device name ..", lambda c: c.update(device_name=".."), ["device_name: '..' is not a device name"]),
+    ("device name with a slash", lambda c: c.update(device_name="a/b"), ["device_name: 'a/b' is not a device name"]),
+    ("device name with a comma", lambda c: c.update(device_name="H100,x"), ["device_name: 'H100,x' is not"]),
+    ("hidden device name", lambda c: c.update(device_name=".cache"), ["device_name: '.cache' is not a device name"]),
+]
+
+
+@pytest.mark.parametrize("name,change,needles", CASES, ids=[c[0] for c in CASES])
+def test_bad_value_is_named(name, change, needles):
+    message = message_for(change)
+    assert message, f"{name} was accepted"
+    for needle in needles:
+        assert needle in message, message
+    assert "\n" not in message and len(message) < 400, message  # one short line, not the schema dumped
+
+
+def test_device_name_with_spaces_is_the_engines_name():
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg.update(device_name="NVIDIA H100 80GB HBM3", backend="cuda")
+    from snakemake.utils import validate
+
+    validate(cfg, str(SCHEMA))
+    assert make_plan(cfg).device_name == "NVIDIA_H100_80GB_HBM3"
+
+
+def test_defaults_come_from_the_schema():
+    from snakemake.utils import validate
+
+    cfg = {}
+    validate(cfg, str(SCHEMA))
+    assert cfg["tp_sizes"] == [8] and len(cfg["batch_sizes"]) == 18 and cfg["tuning"]["top_k"] >= 1
+    assert cfg["search_space"]["BLOCK_SIZE_N"] == [32, 64, 128, 256] and cfg["verify_settings"]["rounds"] >= 1
+    plan = make_plan({**cfg, "device_name": "X", "backend": "cuda"})
+    assert len(plan.shapes) == 14 and len(plan.configs) == 1280 and len(plan.points()) == 252
+
+
+@pytest.mark.parametrize("text", ["{'1': 2", "garbage", '{"1": {"BLOCK_SIZE_M": 16}}'])
+def test_malformed_compare_file_is_named_at_start(tmp_path, text):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    bad = folder / config_file_name(256, 512, "cpu_interpreter", (128, 128))
+    bad.write_text(text)
+    message = message_for(lambda c: c.update(compare_dir=str(folder)))
+    assert message.startswith(f"compare_dir: {bad}"), message
+
+
+def test_compare_dir_that_is_no_folder():
+    message = message_for(lambda c: c.update(compare_dir="/nowhere/at/all"))
+    assert "compare_dir: '/nowhere/at/all' is not a folder" in message
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("tp_sizes: [8]\nbatch_sizes: [1]\ntp_sizes: [4]\n", r": key 'tp_sizes' is given twice \(lines 1 and 3\)"),
+    ("tuning:\n  top_k: 3\n  top_k: 4\n", r": key 'top_k' is given twice \(lines 2 and 3\)"),
+    ("tp_sizes: [8\nbatch_sizes: [1]\n", r", line \d+ column \d+: not valid YAML"),
+    ("- 1\n- 2\n", r": expected keys at the top level, got list"),
+], ids=["duplicate key", "nested duplicate", "syntax error", "not a mapping"])
+def test_config_file_problems_name_the_file(tmp_path, text, needle):
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigFileProblem, match=rf"^config file {path}{needle}"):
+        load_strict(path)
+
+
+def test_config_file_with_nothing_set(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set here\n")
+    assert load_strict(empty) == {}
+
+
+def test_command_line_values_are_read_as_yaml():
+    """Snakemake reads --config values as text ('[1,16]' -> ['1', '16'], 'true' -> 'true'); the workflow
+    reads them as a config file would."""
+    got = yaml_values({"batch_sizes": ["1", "16"], "tp_sizes": "[4]", "verify": "true", "device_name": "NVIDIA_H200",
+                       "tuning": {"top_k": "3", "screen_cutoff": "1.25"}, "compare_dir": "null",
+                       "out_dtype": "float16"})
+    assert got == {"batch_sizes": [1, 16], "tp_sizes": [4], "verify": True, "device_name": "NVIDIA_H200",
+                   "tuning": {"top_k": 3, "screen_cutoff": 1.25}, "compare_dir": None, "out_dtype": "float16"}
+
+
+def test_slurm_placeholders_stop_the_run():
+    with pytest.raises(ConfigError, match="slurm_partition=EDIT_ME_gpu_partition is the placeholder"):
+        check_slurm_profile({"slurm_partition": "EDIT_ME_gpu_partition", "runtime": 120})
+    check_slurm_profile({"slurm_partition": "gpu", "runtime": 120})
+    check_slurm_profile(None)
+
+
+def test_settings_file_round_trip(tmp_path):
+    """The sweep's settings.json is what a tune job reads: plain JSON, fingerprint included."""
+    from snakemake.utils import validate
+
+    from w8a8_tuner.plan.settings import fingerprint, result_settings, settings_text
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    validate(cfg, str(SCHEMA))
+    s = result_settings(make_plan(cfg), cfg["tuning"])
+    back = json.loads(settings_text(s))
+    assert back == s and back["fingerprint"] == fingerprint(back)
+    # A setting that cannot change a result is not in it; one that can changes the fingerprint.
+    other = dict(cfg, tuning={**cfg["tuning"], "worker_idle_s": 99, "compile_workers": 7, "persistent_worker": False})
+    assert result_settings(make_plan(other), other["tuning"])["fingerprint"] == s["fingerprint"]
+    other = dict(cfg, out_dtype="float16")
+    assert result_settings(make_plan(other), other["tuning"])["fingerprint"] != s["fingerprint"]

@@ -1,0 +1,126 @@
+"""What the real snakemake says for bad input and unusual command lines: one clear line naming the file,
+key or value, before any job, and nothing written. TESTING.md lists the cases."""
+
+import pytest
+import yaml
+from conftest import REPO, TEST_CONFIG, job_count, make_workdir, snakemake
+
+from w8a8_tuner.jobs import slots
+from w8a8_tuner.results.naming import config_file_name
+
+pytestmark = pytest.mark.e2e
+
+GPU_DRY = ["-n", "--cores", "8", "--resources", "gpu=8"]
+
+
+def nothing_written(wd):
+    return not (wd / "results").exists() and not (wd / "logs").exists()
+
+
+def test_command_line_values_are_read_as_yaml(tmp_path):
+    """`--config batch_sizes=[1,16] tp_sizes=[4] verify=true` used to fail: '1' is not of type 'integer'."""
+    run = snakemake(tmp_path, *GPU_DRY, "--config", "batch_sizes=[1,16]", "tp_sizes=[4]", "verify=true",
+                    "device_name=NVIDIA_H100_80GB_HBM3")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert job_count(run.stdout, "tune") == 14 * 2 and job_count(run.stdout, "verify") == 14
+
+
+def test_device_name_with_spaces_names_files_as_the_engines_do(tmp_path):
+    run = snakemake(tmp_path, *GPU_DRY, "--quiet", "host", "--config", "device_name=NVIDIA H100 80GB HBM3",
+                    "shapes=[[576,7168]]", "batch_sizes=[1]")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert config_file_name(576, 7168, "NVIDIA_H100_80GB_HBM3", (128, 128)) in run.stdout
+    assert "results/NVIDIA_H100_80GB_HBM3/" in run.stdout
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x"])
+def test_device_name_that_is_no_folder_name_stops_the_run(tmp_path, name):
+    """`device_name: ..` passed and wrote tune/, configs/ and aggregate/ into the folder above results/."""
+    wd = make_workdir(tmp_path, device_name=name)
+    run = snakemake(wd, "--cores", "2")
+    assert run.returncode != 0
+    assert f"Invalid configuration: device_name: {name!r} is not a device name" in run.stderr, run.stderr[-2000:]
+    assert {p.name for p in wd.iterdir()} <= {"config", ".snakemake"}  # no tune/, configs/, aggregate/
+    assert {p.name for p in tmp_path.iterdir()} == {"wd"}
+
+
+def test_unusable_lock_folder_stops_before_any_job(tmp_path):
+    wd = make_workdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    run = snakemake(wd, "--cores", "2", env={slots.LOCK_DIR_ENV: str(tmp_path / "afile" / "locks")})
+    assert run.returncode != 0
+    assert f"GPU slot locks cannot be written in {tmp_path / 'afile' / 'locks'}" in run.stderr, run.stderr[-2000:]
+    assert f"set {slots.LOCK_DIR_ENV} to a writable" in run.stderr
+    assert job_count(run.stderr, "tune") > 0 and not list((wd / "logs").rglob("M*.log"))
+
+
+def test_yaml_syntax_error_names_the_config_file(tmp_path):
+    wd = make_workdir(tmp_path)
+    path = wd / "config" / "config.yaml"
+    path.write_text(path.read_text() + "tp_sizes: [8\n")
+    run = snakemake(wd, "--cores", "2")
+    assert run.returncode != 0
+    assert "Invalid configuration: config file config/config.yaml, line" in run.stderr, run.stderr[-2000:]
+    assert "not valid YAML" in run.stderr and nothing_written(wd)
+
+
+@pytest.mark.parametrize("where", ["config/config.yaml", "--configfile"])
+def test_duplicate_key_names_the_file_and_the_key(tmp_path, where):
+    """A key given twice in one file silently kept the last value."""
+    wd = make_workdir(tmp_path)
+    if where == "--configfile":
+        extra = tmp_path / "extra.yaml"
+        extra.write_text("batch_sizes: [1]\nout_dtype: float16\nbatch_sizes: [16]\n")
+        run = snakemake(wd, "--cores", "2", "--configfile", str(extra))
+        name = str(extra)
+    else:
+        path = wd / "config" / "config.yaml"
+        path.write_text(path.read_text() + "out_dtype: float16\nout_dtype: float32\n")
+        run = snakemake(wd, "--cores", "2")
+        name, extra = "config/config.yaml", None
+    assert run.returncode != 0
+    key = "batch_sizes" if extra else "out_dtype"
+    assert f"Invalid configuration: config file {name}: key {key!r} is given twice" in run.stderr, run.stderr[-2000:]
+    assert nothing_written(wd)
+
+
+def test_malformed_compare_file_stops_the_run_at_start(tmp_path):
+    """A malformed JSON in compare_dir was found only at verify time, without the file's name."""
+    folder = tmp_path / "vllm_configs"
+    folder.mkdir()
+    bad = folder / config_file_name(256, 512, "cpu_interpreter", (128, 128))
+    bad.write_text("{'not': json")
+    wd = make_workdir(tmp_path, compare_dir=str(folder))
+    run = snakemake(wd, "--cores", "2")
+    assert run.returncode != 0
+    assert f"Invalid configuration: compare_dir: {bad}: not a readable JSON file" in run.stderr, run.stderr[-2000:]
+    assert nothing_written(wd)
+
+
+def test_report_before_any_run_says_what_to_run(tmp_path):
+    """It printed 'Report created.' for an empty report, plus a docutils error."""
+    wd = make_workdir(tmp_path)
+    run = snakemake(wd, "--report", "report.html")
+    assert run.returncode != 0
+    assert "nothing to report yet for this configuration" in run.stderr, run.stderr[-2000:]
+    assert not (wd / "report.html").exists()
+
+
+def test_slurm_profile_with_its_placeholders_fails_fast(tmp_path):
+    """The EDIT_ME partition passed a dry run silently (and failed every job on the cluster)."""
+    wd = make_workdir(tmp_path)
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    assert cfg["backend"] == "interpret"
+    run = snakemake(wd, "-n", "--profile", str(REPO / "profiles" / "slurm"))
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "slurm_partition=EDIT_ME_gpu_partition is the placeholder of profiles/slurm/config.yaml" in out, out[-2000:]
+    assert nothing_written(wd)
+
+
+def test_targets_after_options_that_take_several_values(tmp_path):
+    """`--config device_name=X tp8` takes tp8 as a config value (argparse); `--` ends the list (README)."""
+    run = snakemake(tmp_path, "-n", "--cores", "2", "--config", "device_name=NVIDIA_H100_80GB_HBM3", "--", "tp8")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert job_count(run.stdout, "tune") == 252 and job_count(run.stdout, "tp8") == 1
+    assert job_count(run.stdout, "all") == 0

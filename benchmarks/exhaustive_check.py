@@ -2,7 +2,8 @@
 
 For each point, every distinct valid config of the space (the configs the tuner times) is compiled,
 checked against the float32 reference, and timed with the tuner's own bench three ways:
-  estimate  the tuner's first timing (single launches, `estimate_rounds` interleaved rounds)
+  estimate  the tuner's first timing (single launches, `estimate_rounds` interleaved rounds; the first
+            round on its own too, which decides what gets the other rounds)
   screen    the tuner's screen (`screen_budget_us` batches, `screen_repeats` rounds)
   careful   CAREFUL_BUDGET_US batches, CAREFUL_ROUNDS interleaved rounds
 The config the workflow chose (from a sweep's JSON with --results, or found here by running the
@@ -98,7 +99,12 @@ def main() -> None:
         checks = workload.check([c for c in configs if compiled[c].status == OK])
         ok = [c for c, r in checks.items() if r.right]
         launchers = [workload.launcher(c) for c in ok]
-        est = bench.median_us(launchers, 1, search.estimate_rounds)
+        # the tuner's first timing, every round for every config (the tuner gives the configs far
+        # behind after round one no more rounds: `round1` says whether that could drop the winner)
+        round1 = [s[0] for s in bench.measure(launchers, 1, 1)]
+        later = bench.measure(launchers, 1, search.estimate_rounds - 1) if search.estimate_rounds > 1 else \
+            [[] for _ in launchers]
+        est = [statistics.median([f, *rest]) for f, rest in zip(round1, later)]
         screen = bench.median_us(launchers, [launches_for(t, search.screen_budget_us) for t in est],
                                  search.screen_repeats)
         careful = bench.median_us(launchers, [launches_for(t, CAREFUL_BUDGET_US) for t in est], CAREFUL_ROUNDS)
@@ -119,6 +125,7 @@ def main() -> None:
                "chosen_over_best": chosen_us / final_us[best_i],
                "winner_est_over_best_est": est[win] / min(est),
                "winner_screen_over_best_screen": screen[win] / min(screen),
+               "winner_first_round_over_best": round1[win] / min(round1),
                "seconds": time.perf_counter() - t0, "bench_retries": getattr(bench, "retries", 0),
                "host_us": getattr(bench, "host_us", math.nan)}
         point_rows.append(row)
@@ -154,6 +161,8 @@ def summarize(point_rows, timing_rows) -> None:
           + quantiles([r["winner_est_over_best_est"] for r in point_rows]))
     print("careful winner's screen / best screen, per point:     "
           + quantiles([r["winner_screen_over_best_screen"] for r in point_rows]))
+    print("careful winner's first round / best first round, per point (estimate_drop must exceed it): "
+          + quantiles([r["winner_first_round_over_best"] for r in point_rows]))
     print("\n| N | K | M | chosen | us | exhaustive best | us | chosen/best |")
     print("|---|---|---|---|---|---|---|---|")
     for r in point_rows:

@@ -46,8 +46,11 @@ def test_end_to_end_and_nothing_left_to_do(workdir):
     assert any("left" in line for line in lines)
     again = snakemake(workdir, "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-    # logs per job
-    assert len(list((workdir / "logs").rglob("*.log"))) == len(SHAPES) * (len(BATCHES) + 1)
+    # a log per job
+    logs = workdir / "logs" / DEV
+    assert len(list((logs / "tune").rglob("M*.log"))) == len(SHAPES) * len(BATCHES)
+    assert len(list((logs / "aggregate").glob("N*_K*.log"))) == len(SHAPES)
+    assert (logs / "tune_settings.log").exists()
     check_complete(workdir)
 
 

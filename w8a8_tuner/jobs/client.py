@@ -7,7 +7,9 @@ and loaded kernels are paid once per GPU instead of once per point. With
 `--in-process` the job tunes in its own process (SLURM: an allocation cannot be reused).
 
     python -m w8a8_tuner.jobs.client --tsv T --log L --N 576 --K 7168 --M 1 --settings S.json \\
-        --triton-cache C [--compile-workers 8] [--in-process] [--worker-idle-s 60] [--points-total 252]
+        --triton-cache C --compile-workers 8 --worker-idle-s 60 [--in-process] [--points-total 252]
+
+(the rule passes the config's values: the defaults live in the schema)
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def progress(out_tsv: str, total: int) -> str:
     """'37/252 points, ~4 min left': points with a TSV in this sweep's folder, and the time left at
     the rate this run has finished them."""
     folder = Path(out_tsv).parent.parent
-    done = [p.stat().st_mtime for p in folder.glob("N*_K*/M*.tsv")]
+    done = [p.stat().st_mtime for p in folder.glob("N*_K*/M*.tsv")][:total]  # other batch sizes may be there
     text = f"{len(done)}/{total} points"
     started = float(os.environ.get(RUN_STARTED_ENV, "nan"))
     this_run = sum(t >= started for t in done)
@@ -89,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--M", type=int, required=True)
     ap.add_argument("--settings", required=True, help="the sweep's settings.json (w8a8_tuner.plan.settings)")
     ap.add_argument("--triton-cache", required=True)
-    ap.add_argument("--compile-workers", type=int, default=1)
+    ap.add_argument("--compile-workers", type=int, required=True)
     ap.add_argument("--in-process", action="store_true", help="no persistent worker")
-    ap.add_argument("--worker-idle-s", type=float, default=60.0)
+    ap.add_argument("--worker-idle-s", type=float, required=True, help="the persistent worker's idle time")
     ap.add_argument("--points-total", type=int, default=0, help="points in the sweep (for the progress line)")
     a = ap.parse_args(argv)
     where = f"tune N={a.N} K={a.K} M={a.M}"

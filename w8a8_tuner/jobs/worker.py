@@ -215,7 +215,7 @@ def main() -> None:
     ap.add_argument("--slot-index", type=int, default=0, help="torch's index of that GPU in the job")
     ap.add_argument("--backend", required=True, choices=["cuda", "interpret"])
     ap.add_argument("--triton-cache", required=True)
-    ap.add_argument("--idle", type=float, default=60.0)
+    ap.add_argument("--idle", type=float, required=True, help="seconds without a request before it exits")
     args = ap.parse_args()
     serve(args.address, Slot(index=args.slot_index, uuid=args.slot, fd=-1), args.backend, args.triton_cache, args.idle)
 

@@ -10,6 +10,7 @@ class SearchSettings:
     """How a point is searched: the `tuning` keys that change which config wins (defaults: the schema)."""
 
     estimate_rounds: int
+    estimate_drop: float
     screen_cutoff: float
     screen_slack_us: float
     screen_min: int

@@ -8,7 +8,8 @@ Stages, each on fewer configs and with more care; every number comes from `bench
   2. compile   the rest (cached per Triton specialization)
   3. check     every compiled config runs once on NaN-poisoned output and is compared with the
                float32 reference; a wrong one is `wrong_result` and never timed
-  4. estimate  every right config: single launches, `estimate_rounds` interleaved rounds, median
+  4. estimate  every right config: single launches, `estimate_rounds` interleaved rounds, median; a
+               config over `estimate_drop` x the best after the first round gets no more rounds
   5. screen    configs within `screen_cutoff` x the best estimate plus `screen_slack_us` (at least
                `screen_min`): median of `screen_repeats` rounds of ~`screen_budget_us` batches
   6. remeasure configs within `remeasure_cutoff` of the best screen time (at least `top_k`):
@@ -24,6 +25,7 @@ Statuses are in w8a8_tuner.search.status; `stage` in the TSV says how far each c
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,18 +97,25 @@ def tune_point(workload: Workload, configs: list[Config], settings: SearchSettin
                       if r.status not in (OK, PRUNED) and r.note), "")
         raise NoValidConfig(f"no config ran correctly for N={N} K={K} M={M}: {_count(results)}{first}")
 
-    # 4. First timing of every right config.
+    # 4. First timing of every right config: one round for all, the other rounds for those not far behind.
     launchers = {c: workload.launcher(c) for c in ok}
-    estimates = bench.median_us([launchers[c] for c in ok], 1, settings.estimate_rounds)
-    for c, t in zip(ok, estimates):
-        results[c].time_us, results[c].stage = t, "estimate"
-    clock.done(f"estimate {len(ok)} configs")
+    samples = dict(zip(ok, bench.measure([launchers[c] for c in ok], 1, 1)))
+    best_first = min(s[0] for s in samples.values())
+    behind = {c for c in ok if samples[c][0] > best_first * settings.estimate_drop + settings.screen_slack_us}
+    more = [c for c in ok if c not in behind]
+    if settings.estimate_rounds > 1:
+        for c, s in zip(more, bench.measure([launchers[c] for c in more], 1, settings.estimate_rounds - 1)):
+            samples[c] += s
+    for c in ok:
+        results[c].time_us, results[c].stage = statistics.median(samples[c]), "estimate"
+    clock.done(f"estimate {len(ok)} configs ({len(behind)} after one round)")
 
     # 5. Screen the promising ones.
     screened = _keep(ok, results, settings.screen_cutoff, settings.screen_min, len(ok), settings.screen_slack_us)
     for c in ok:
         if c not in screened:
-            results[c].note = (f"not screened: first timing over {settings.screen_cutoff}x the best "
+            rounds = " (one round)" if c in behind else ""
+            results[c].note = (f"not screened: first timing{rounds} over {settings.screen_cutoff}x the best "
                                f"+ {settings.screen_slack_us:g} us")
     _time_stage(bench, launchers, screened, results, settings.screen_budget_us, settings.screen_repeats, "screen")
     for c in screened:

@@ -6,13 +6,13 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from w8a8_tuner.jobs.client import RUN_STARTED_ENV
-from w8a8_tuner.jobs.slots import FAKE_GPUS_ENV, check_lock_dir, try_lock
+from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
 from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
 from w8a8_tuner.plan.config import ConfigFileProblem, deep_update, load_strict, schema_error_message, yaml_values
-from w8a8_tuner.plan.settings import result_settings, settings_text
+from w8a8_tuner.plan.settings import result_settings, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
-from w8a8_tuner.results.naming import config_file_name
+from w8a8_tuner.results.naming import compare_file_for, config_file_name
 from w8a8_tuner.search.compile import Point, specialization_key
 
 
@@ -55,7 +55,7 @@ SETTINGS = result_settings(PLAN, config["tuning"])
 SWEEP = f"{RESULTS}/tune/{SETTINGS['fingerprint']}"
 # Compiled kernels, shared by every job on the node and kept across resumed runs.
 TRITON_CACHE = f"{RESULTS}/triton_cache"
-# The interpreter runs jobs in-process when asked; the CUDA backend needs no Python of its own.
+# A tune job's small client runs with the Python that runs Snakemake (where this package is installed).
 PYTHON = sys.executable
 
 wildcard_constraints:
@@ -123,8 +123,12 @@ if workflow.is_main_process:
                             {int(m): p for m, p in shape_tsvs(_n, _k).items()})
         if _why:
             STALE[(str(_n), str(_k))] = _why
-            Path(stale_marker_path(_n, _k)).parent.mkdir(parents=True, exist_ok=True)
-            Path(stale_marker_path(_n, _k)).write_text(_why + "\n")
+            try:
+                Path(stale_marker_path(_n, _k)).parent.mkdir(parents=True, exist_ok=True)
+                Path(stale_marker_path(_n, _k)).write_text(f"{_why}\n")
+            except OSError as e:
+                raise WorkflowError(f"cannot write {stale_marker_path(_n, _k)}: {e.strerror or e}; "
+                                    f"{config_json(_n, _k)} is stale ({_why}) and must be made again")
             print(f"N={_n} K={_k}: the JSON is stale ({_why}); it will be made again", file=sys.stderr)
 
 
@@ -179,6 +183,54 @@ def compile_workers(wildcards, threads):
     # the same number on the head node and in the job. Locally, a tune job compiles what its
     # compile job missed with its share of the cores.
     return threads if workflow.non_local_exec or workflow.remote_exec else max(1, cores() // gpu_slots())
+
+
+# --- verification (workflow/rules/verify.smk) ------------------------------------------------
+# Folder of JSON files to compare with (an installed vLLM's or SGLang's configs folder), or None
+# (w8a8_tuner.plan.sweep has checked that it is a folder and that its files load).
+COMPARE_DIR = config["compare_dir"]
+# Tables and plots live in a folder named by what they depend on (tuned results, verify settings,
+# compare folder): changing any of them verifies again into a new folder.
+VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR)['fingerprint']}"
+_VERIFY_STARTED = time.time()
+
+VERIFY_PLOTS = (["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else [])
+                + ["spot_check", "roofline", "cublas", "times"])
+_PLOT_LABELS = {
+    "speedup_default": "speedup over vLLM default",
+    "speedup_compare": "speedup over compare_dir",
+    "spot_check": "tuned vs spot check (search quality)",
+    "roofline": "percent of roofline",
+    "cublas": "tuned vs cuBLAS",
+    "times": "times per shape",
+}
+
+
+def verify_tsv(N, K):
+    return f"{VERIFY}/shapes/N{N}_K{K}.tsv"
+
+
+def verify_targets():
+    return [f"{VERIFY}/verify.tsv", f"{VERIFY}/summary.tsv"] + [f"{VERIFY}/{p}.png" for p in VERIFY_PLOTS]
+
+
+# `snakemake --report` before anything it could show exists would write an empty report: say what to run.
+if any(a == "--report" or a.startswith("--report=") for a in sys.argv) and not any(
+    Path(p).exists() for p in verify_targets() + all_config_files()
+):
+    raise WorkflowError(
+        "nothing to report yet for this configuration: run the sweep (and `snakemake verify_all` for the "
+        "verification) with the same config first, then `snakemake --report report.html verify_all`"
+    )
+
+
+def verify_inputs(wildcards):
+    inputs = {"tuned": config_json(wildcards.N, wildcards.K)}
+    inputs.update({f"M{m}": p for m, p in shape_tsvs(wildcards.N, wildcards.K).items()})
+    compare = compare_file_for(COMPARE_DIR, wildcards.N, wildcards.K, DEVICE, PLAN.block_shape)
+    if compare:
+        inputs["compare"] = compare
+    return inputs
 
 
 # One sweep per working directory at a time. Snakemake's own lock is off (profiles/default)

@@ -6,10 +6,13 @@ rule tune_settings:
     """The settings every point of this sweep is tuned with, in the folder their fingerprint names."""
     output:
         json=settings_json(),
+    log:
+        f"{LOGS}/tune_settings.log",
     params:
         text=settings_text(SETTINGS),
     run:
         Path(output.json).write_text(params.text)
+        Path(log[0]).write_text(f"settings of {SWEEP} written\n")
 
 
 rule tune:

@@ -1,55 +1,6 @@
 # Verification of the tuned configs and the HTML report (`snakemake verify_all`, or `verify: true`;
-# then `snakemake --report report.html verify_all`). w8a8_tuner/verify/ does the work.
-import time as _time
-
-from w8a8_tuner.plan.settings import verify_settings
-from w8a8_tuner.results.naming import compare_file_for
-
-# Folder of JSON files to compare with (an installed vLLM's or SGLang's configs folder), or None
-# (w8a8_tuner.plan.sweep has checked that it is a folder and that its files load).
-COMPARE_DIR = config["compare_dir"]
-# Tables and plots live in a folder named by what they depend on (tuned results, verify settings,
-# compare folder): changing any of them verifies again into a new folder.
-VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR)['fingerprint']}"
-_VERIFY_STARTED = _time.time()
-
-VERIFY_PLOTS = (["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else [])
-                + ["spot_check", "roofline", "cublas", "times"])
-_PLOT_LABELS = {
-    "speedup_default": "speedup over vLLM default",
-    "speedup_compare": "speedup over compare_dir",
-    "spot_check": "tuned vs spot check (search quality)",
-    "roofline": "percent of roofline",
-    "cublas": "tuned vs cuBLAS",
-    "times": "times per shape",
-}
-
-
-def verify_tsv(N, K):
-    return f"{VERIFY}/shapes/N{N}_K{K}.tsv"
-
-
-def verify_targets():
-    return [f"{VERIFY}/verify.tsv", f"{VERIFY}/summary.tsv"] + [f"{VERIFY}/{p}.png" for p in VERIFY_PLOTS]
-
-
-# `snakemake --report` before anything it could show exists would write an empty report: say what to run.
-if any(a == "--report" or a.startswith("--report=") for a in sys.argv) and not any(
-    Path(p).exists() for p in verify_targets() + all_config_files()
-):
-    raise WorkflowError(
-        "nothing to report yet for this configuration: run the sweep (and `snakemake verify_all` for the "
-        "verification) with the same config first, then `snakemake --report report.html verify_all`"
-    )
-
-
-def verify_inputs(wildcards):
-    inputs = {"tuned": config_json(wildcards.N, wildcards.K)}
-    inputs.update({f"M{m}": p for m, p in shape_tsvs(wildcards.N, wildcards.K).items()})
-    compare = compare_file_for(COMPARE_DIR, wildcards.N, wildcards.K, DEVICE, PLAN.block_shape)
-    if compare:
-        inputs["compare"] = compare
-    return inputs
+# then `snakemake --report report.html verify_all`). w8a8_tuner/verify/ does the work; the paths
+# and input functions are in common.smk.
 
 
 rule verify:

@@ -198,3 +198,22 @@ def test_stage_notes_and_tsv_fields():
             assert re.fullmatch(r"not screened: first timing( \(one round\))? over 1.3x the best \+ 2 us", r.note)
         else:
             assert math.isfinite(r.screen_us)
+
+
+def test_an_exact_tie_gives_the_winner_the_tsv_lists_first(tmp_path):
+    """On the H200 two finalists got exactly equal medians (event times are quantized); the tuner took the
+    one it screened first while the TSV lists ties by config, so aggregate refused the file ('header says
+    best ... but the fastest re-measured ok row is ...')."""
+    from w8a8_tuner.results.tsv import read_tsv, write_tsv
+
+    g16, g32 = Config(64, 128, 128, 16, 4, 3), Config(64, 128, 128, 32, 4, 3)
+    true_us = {g16: 88.0, g32: 88.0, **{Config(64, 64, 128, 1, 4, k): 95.0 + k for k in (2, 3, 4)}}
+    # the screen ranks the larger config first; the re-measure ties them exactly
+    s = Scripted(true_us, EXACT, disturb=lambda stage, c, call: 0.99 if stage == "screen" and c == g32 else 1.0)
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+                     log=lambda m: None)
+    assert rep.best == g16
+    path = tmp_path / "M1536.tsv"
+    write_tsv(path, {"M": 1536}, rep.results, rep.best)
+    meta, _ = read_tsv(path)
+    assert meta["best"] == g16.label()

@@ -340,7 +340,8 @@ def test_device_mismatch_names_both_devices_and_writes_nothing(tmp_path, monkeyp
     settings = {"backend": "cuda", "device_name": "NVIDIA_H100_80GB_HBM3"}
     # In-process (persistent_worker=False): a worker is another process, where torch.cuda is not faked.
     with pytest.raises(DeviceMismatch) as err:
-        tune_job(str(out), str(log), 256, 512, 1, settings, str(tmp_path / "cache"), persistent_worker=False)
+        tune_job(str(out), str(log), 256, 512, 1, settings, str(tmp_path / "cache"), compile_workers=1,
+                 persistent_worker=False, worker_idle_s=1)
     message = str(err.value)
     assert "'NVIDIA_H100_80GB_HBM3'" in message and "'NVIDIA_H200'" in message and str(out) in message
     assert list(out.parent.iterdir()) == []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -30,29 +29,22 @@ RUN_STARTED_ENV = "W8A8_TUNER_RUN_STARTED"
 
 
 def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict, triton_cache: str,
-             compile_workers: int = 1, persistent_worker: bool = True, worker_idle_s: float = 60.0) -> str:
+             compile_workers: int, persistent_worker: bool, worker_idle_s: float) -> str:
     """Tune one point on a GPU slot (persistent worker or in-process); returns the winner's summary."""
-    started = time.time()
     open(log_path, "w").close()  # a re-run starts a fresh log
     with open(log_path, "a", buffering=1) as log_file:  # O_APPEND: the worker appends to it too
         def log(message: str) -> None:
             print(message, file=log_file)
 
         backend = settings["backend"]
-        slot = None
-        if backend == "cuda" or os.environ.get(slots.FAKE_GPUS_ENV):
-            slot = slots.acquire()
-            log(f"slot {slot.uuid} (index {slot.index}) on {socket.gethostname()} pid {os.getpid()} "
-                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} "
-                f"acquired_at {time.time():.3f} waited {time.time() - started:.2f}s")
-        request = {
-            "tsv": str(Path(out_tsv).resolve()), "log": str(Path(log_path).resolve()), "N": N, "K": K, "M": M,
-            "settings": settings, "triton_cache": str(Path(triton_cache).resolve()),
-            "compile_workers": compile_workers, "slot": slot.uuid if slot else "none",
-            # the job's test hook, not the worker's: a worker outlives the job that started it
-            "corrupt": os.environ.get(hooks.CORRUPT_ENV, ""),
-        }
-        try:
+        with slots.held(backend == "cuda", log) as slot:
+            request = {
+                "tsv": str(Path(out_tsv).resolve()), "log": str(Path(log_path).resolve()), "N": N, "K": K,
+                "M": M, "settings": settings, "triton_cache": str(Path(triton_cache).resolve()),
+                "compile_workers": compile_workers, "slot": slot.uuid if slot else "none",
+                # the job's test hook, not the worker's: a worker outlives the job that started it
+                "corrupt": os.environ.get(hooks.CORRUPT_ENV, ""),
+            }
             if persistent_worker:
                 from w8a8_tuner.jobs import worker
 
@@ -61,10 +53,6 @@ def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict
             from w8a8_tuner.jobs.point import run_point
 
             return run_point(request, slots.pin_to(slot) if backend == "cuda" else None, log)
-        finally:
-            if slot is not None:
-                log(f"slot {slot.uuid} released_at {time.time():.3f}")
-                slot.release()
 
 
 def progress(out_tsv: str, total: int) -> str:

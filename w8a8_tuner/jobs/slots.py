@@ -13,8 +13,10 @@ never in the results folder, which a cluster shares between nodes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -138,6 +140,25 @@ def acquire(timeout_s: float = 3600.0, poll_s: float = 0.2, gpus: list[str] | No
         if time.monotonic() > deadline:
             raise TimeoutError(f"no free GPU slot among {len(gpus)} in {folder} after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def held(on_gpu: bool, log):
+    """A job's GPU slot for the duration of the block (None where none is needed: the interpreter without
+    fake GPUs), with the lines a job's log records about it (tests and benchmarks read them)."""
+    if not (on_gpu or os.environ.get(FAKE_GPUS_ENV)):
+        yield None
+        return
+    started = time.time()
+    slot = acquire()
+    log(f"slot {slot.uuid} (index {slot.index}) on {socket.gethostname()} pid {os.getpid()} "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} "
+        f"acquired_at {time.time():.3f} waited {time.time() - started:.2f}s")
+    try:
+        yield slot
+    finally:
+        log(f"slot {slot.uuid} released_at {time.time():.3f}")
+        slot.release()
 
 
 def pin_to(slot: Slot) -> int:

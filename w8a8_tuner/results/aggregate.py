@@ -14,7 +14,7 @@ from pathlib import Path
 
 from w8a8_tuner.results.files import sha256_of, write_atomic
 from w8a8_tuner.results.naming import configs_to_json
-from w8a8_tuner.results.tsv import ResultFileError, best_config, read_tsv
+from w8a8_tuner.results.tsv import ResultFileError, read_tsv
 from w8a8_tuner.search.space import Config
 
 MANIFEST_FORMAT = "w8a8-block-fp8-tuner manifest v1"
@@ -25,8 +25,8 @@ def aggregate(tsv_by_batch: dict[int, str], json_path, manifest_path, expected: 
     """Check every point's TSV, then write the shape's JSON and its manifest (or nothing)."""
     best, rows = {}, []
     for M, path in sorted(tsv_by_batch.items()):
-        _, df = read_tsv(path, {**expected, "M": M}, expected_configs)
-        c = best[M] = best_config(path, df)
+        meta, df = read_tsv(path, {**expected, "M": M}, expected_configs)
+        c = best[M] = Config.from_label(meta["best"])  # read_tsv checked it is the fastest re-measured row
         time_us = float(df.loc[df["config"] == c, "time_us"].iloc[0])
         rows.append(f"{M}\t{c.label()}\t{time_us:.3f}\t{path}\t{sha256_of(path)}")
     write_atomic(json_path, configs_to_json(best))

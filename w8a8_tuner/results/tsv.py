@@ -52,19 +52,6 @@ def write_tsv(path, meta, results, best) -> None:
     write_atomic(path, render_tsv(meta, results, best))
 
 
-def read_header(path) -> dict[str, str]:
-    """The `# key: value` lines before the table (cheap: stops at the column line)."""
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            if not line.startswith("# "):
-                break
-            if ": " in line:
-                key, value = line[2:].rstrip("\n").split(": ", 1)
-                meta[key] = value
-    return meta
-
-
 def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: set[Config] | None = None):
     """Parse and check one TSV; any sign of truncation or hand edits is an error naming the file."""
     path = Path(path)

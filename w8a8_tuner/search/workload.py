@@ -53,10 +53,6 @@ class Workload:
         out = torch.empty((M, N), dtype=OUT_DTYPES[out_dtype], device=device)
         return cls(M, N, K, ops, reference_matmul(ops), rotating_weights(ops.B, ops.Bs, cache_bytes), out)
 
-    @property
-    def copies(self) -> int:
-        return len(self.weights)
-
     def launcher(self, config: Config, out: torch.Tensor | None = None) -> Launch:
         """launch(copy): run `config` on weight copy `copy % copies`, writing `out` (default self.out)."""
         out = self.out if out is None else out

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -193,12 +192,7 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, st
 
     started = time.time()
     backend = prepare(backend_name, triton_cache)
-    slot = None
-    if backend.on_gpu or os.environ.get(slots.FAKE_GPUS_ENV):
-        slot = slots.acquire()
-        log(f"slot {slot.uuid} (index {slot.index}) on {socket.gethostname()} pid {os.getpid()} "
-            f"waited {time.time() - started:.2f}s")
-    try:
+    with slots.held(backend.on_gpu, log) as slot:
         limits = None
         bench = backend.bench()
         if backend.on_gpu:
@@ -227,6 +221,3 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, st
         rows = [verify_point(shape, M, settings, backend, bench, limits, corrupt, log) for M in sorted(shape.tuned)]
         write_rows(out_tsv, rows)
         log(f"wrote {out_tsv} in {time.time() - started:.1f} s")
-    finally:
-        if slot is not None:
-            slot.release()

@@ -14,10 +14,12 @@ include: "workflow/rules/compile.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/verify.smk"
+include: "workflow/rules/shapes.smk"
 
 
 rule all:
     input:
         all_config_files(),
+        compile_targets(),
         verify_targets() if config["verify"] else [],
     default_target: True

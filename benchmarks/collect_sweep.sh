@@ -21,4 +21,6 @@ out=${OUT:?}
 for s in sweep verify exhaustive; do [ -f "$dir/$s.log" ] && cp "$dir/$s.log" "$out/$s.log"; done
 [ -d "$dir/exhaustive" ] && tar czf "$out/exhaustive.tar.gz" -C "$dir" exhaustive
 [ -d "$work/results" ] && tar czf "$out/results.tar.gz" -C "$work" --exclude=triton_cache results logs
+# each config's compile outcome and seconds (benchmarks.projection builds its costs from them)
+[ -d "$work/results" ] && (cd "$work" && tar czf "$out/compiled.tar.gz" results/*/triton_cache/w8a8_compiled)
 ls -la "$out"

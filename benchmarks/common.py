@@ -17,7 +17,9 @@ def defaults(**overrides) -> dict:
     """The workflow's configuration with every default filled in by its schema (as a run sees it)."""
     from snakemake.utils import validate
 
-    config = dict(overrides)
+    from w8a8_tuner.plan.config import apply_aliases
+
+    config = apply_aliases(dict(overrides))
     validate(config, str(SCHEMA))
     return config
 

@@ -65,37 +65,43 @@ def main() -> None:
     import torch
     import triton
 
-    from w8a8_tuner.results.naming import config_file_name, load_config_file, pick_config
+    from w8a8_tuner.results.naming import config_file_names, load_config_file, pick_config
     from w8a8_tuner.search.bench import launches_for
     from w8a8_tuner.search.compile import Point
     from w8a8_tuner.search.settings import SearchSettings
-    from w8a8_tuner.search.space import distinct_at, valid_configs
+    from w8a8_tuner.search.space import configs_at, distinct_at
     from w8a8_tuner.search.stages import tune_point
     from w8a8_tuner.search.status import OK
     from w8a8_tuner.search.workload import Workload
 
     search = SearchSettings.from_tuning(cfg["tuning"])
+
+    def space_at(M):  # the configs the workflow tunes at M (search_space plus its extra regions)
+        return configs_at(cfg["search_space"], cfg["search_space_extra"], block, M)
+
     block = tuple(cfg["block_shape"])
-    space = valid_configs(cfg["search_space"], block)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if backend.on_gpu else "CPU (interpreter)"
+    arch = backend.arch(device.replace(" ", "_"))
     print(f"{device}, torch {torch.__version__}, triton {triton.__version__}; search {search}", flush=True)
     point_rows, timing_rows = [], []
     for N, K, M in parse_points(args.points):
         t0 = time.perf_counter()
         point = Point(M, N, K, block, cfg["out_dtype"])
         bench = backend.bench()
-        workload = Workload.create(M, N, K, block, cfg["out_dtype"], backend.device, backend.cache_bytes())
+        workload = Workload.create(M, N, K, block, cfg["out_dtype"], backend.device, backend.cache_bytes(),
+                                   input_type=cfg["input_type"], kernel=cfg["kernel"])
         if args.results:
-            name = config_file_name(N, K, Path(args.results).name, block)
+            name = config_file_names(N, K, Path(args.results).name, block, input_type=cfg["input_type"],
+                                     engine=cfg["engine"])[0]
             chosen = pick_config(load_config_file(Path(args.results) / "configs" / name), M)
         else:
-            report = tune_point(workload, list(space), search, bench,
-                                backend.compiler(point, args.workers), log=lambda s: None)
+            report = tune_point(workload, list(space_at(M)), search, bench,
+                                backend.compiler(point, args.workers, arch), log=lambda s: None)
             chosen = report.best
-        configs = distinct_at(space, M)
-        compiled = backend.compiler(point, args.workers)(configs)
+        configs = distinct_at(list(space_at(M)), M)
+        compiled = {c: r for batch in backend.compiler(point, args.workers, arch)(configs) for c, r in batch.items()}
         checks = workload.check([c for c in configs if compiled[c].status == OK])
         ok = [c for c, r in checks.items() if r.right]
         launchers = [workload.launcher(c) for c in ok]

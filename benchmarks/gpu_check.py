@@ -8,6 +8,9 @@
    largest against the kernel: one config as two contenders (the control: their ratio is the
    noise), single launches vs batches, and the old first timing (events around one launch, stream
    not held) for comparison.
+3. Compiling without the GPU: configs compiled by the offline compile processes (a GPUTarget for the
+   architecture the device name gives, no CUDA) are then launched here; the launch must find their
+   binaries in the cache (no new cache entry) and be right.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ def main() -> None:
 
     print(f"torch {torch.__version__} triton {triton.__version__} gpu {torch.cuda.get_device_name()}")
     block = (128, 128)
-    default = vllm_default_config(block)
+    default = vllm_default_config(block, input_type="fp8")
     for M, N, K in [(1, 576, 7168), (33, 200, 300), (100, 4608, 7168), (4096, 7168, 2304)]:
-        ops = random_operands(M, N, K, block, device="cuda")
+        ops = random_operands(M, N, K, block, device="cuda", input_type="fp8")
         ref = reference_matmul(ops)
         for name, dt in OUT_DTYPES.items():
             out = torch.full((M, N), math.nan, dtype=dt, device="cuda")
@@ -40,7 +43,8 @@ def main() -> None:
             print(f"check M={M} N={N} K={K} {name}: relative error {relative_error(out, ref):.2e}")
 
     M, N, K = 1, 576, 7168
-    workload = Workload.create(M, N, K, block, "bfloat16", "cuda", backend.cache_bytes(), seed=0)
+    workload = Workload.create(M, N, K, block, "bfloat16", "cuda", backend.cache_bytes(), seed=0,
+                               input_type="fp8", kernel="builtin")
     bench = backend.bench()
     small, big = Config(16, 32, 128, 1, 4, 5), Config(16, 64, 128, 1, 4, 4)
     launchers = [workload.launcher(c) for c in (small, small, big)]
@@ -65,6 +69,34 @@ def main() -> None:
         end.synchronize()
         old.append(start.elapsed_time(end) * 1000)
     print(f"old first timing (stream not held): {small.label()} {statistics.median(old):.2f} us")
+    offline_compile_check(backend, torch)
+
+
+def offline_compile_check(backend, torch) -> None:
+    import os
+    import time
+    from pathlib import Path
+
+    from w8a8_tuner.search.compile import Point, compile_stream
+    from w8a8_tuner.search.space import Config
+    from w8a8_tuner.search.workload import Workload
+
+    cache = Path(os.environ["TRITON_CACHE_DIR"])
+    M, N, K, block = 48, 1536, 7168, (128, 128)
+    configs = [Config(16, 64, 128, 1, 4, 3), Config(64, 128, 128, 16, 8, 4), Config(32, 32, 64, 1, 2, 6)]
+    arch = backend.arch(torch.cuda.get_device_name().replace(" ", "_"))
+    t0 = time.perf_counter()
+    outcomes = {c: r for b in compile_stream(Point(M, N, K, block, "bfloat16"), configs, 3, arch) for c, r in b.items()}
+    entries = {p.name for p in cache.iterdir()}
+    workload = Workload.create(M, N, K, block, "bfloat16", "cuda", backend.cache_bytes(), seed=1,
+                               input_type="fp8", kernel="builtin")
+    checks = workload.check(configs)
+    added = {p.name for p in cache.iterdir()} - entries
+    kinds = sorted({f.suffix for name in added for f in (cache / name).iterdir()})
+    print(f"offline compile for sm{arch} ({time.perf_counter() - t0:.1f} s): "
+          + ", ".join(f"{c.label()} {outcomes[c].status} rel.err {checks[c].rel_error:.1e}" for c in configs)
+          + f"; cache entries the launches added: {len(added)} holding {kinds or 'nothing'} "
+          "(no .cubin: the launches used the offline binaries; a .so is Triton's launcher stub)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 # then its verification, then the exhaustive check; log to $SWEEP_DIR and poll with wait_sweep.sh.
 #   SWEEP_DIR=/tmp/sweep GPUS=1 benchmarks/run_sweep.sh [extra snakemake args, e.g. --configfile my.yaml]
 # Stages and their wall times are written to $SWEEP_DIR/times (start/end lines, one per stage).
+# EXHAUSTIVE_POINTS (default tp8) picks the exhaustive check's points; "none" skips it.
 set -euo pipefail
 dir=${SWEEP_DIR:-/tmp/sweep}
 work=${WORK_DIR:-/tmp/wf-sweep}
@@ -17,7 +18,10 @@ setsid bash -c "
   stage verify snakemake verify_all -s '$repo/Snakefile' --cores all --resources gpu=\${GPUS:-1} $*
   dev=\$(ls results | head -1)
   cd '$repo'
-  stage exhaustive python3 -m benchmarks.exhaustive_check --points tp8 --results '$work'/results/\$dev --out '$dir/exhaustive'
+  if [ '${EXHAUSTIVE_POINTS:-tp8}' != none ]; then
+    stage exhaustive python3 -m benchmarks.exhaustive_check --points '${EXHAUSTIVE_POINTS:-tp8}' \
+      --results '$work'/results/\$dev --out '$dir/exhaustive'
+  fi
   echo done >> '$dir/times'
 " < /dev/null > /dev/null 2>&1 &
 echo "sweep started in $work, logs in $dir"

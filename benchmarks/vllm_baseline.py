@@ -82,7 +82,7 @@ def run(config_path, out_path):
 
 
 def compare(out_path, results_dir, config_path):
-    from w8a8_tuner.results.naming import config_file_name, load_config_file, pick_config
+    from w8a8_tuner.results.naming import config_file_names, load_config_file, pick_config
     from w8a8_tuner.search.backend import prepare
     from w8a8_tuner.search.bench import launches_for
     from w8a8_tuner.search.space import Config
@@ -99,10 +99,11 @@ def compare(out_path, results_dir, config_path):
     print("|---|---|---|---|---|---|---|---|")
     for key, cdict in base["chosen"].items():
         N, K, M = (int(x) for x in key.split(","))
-        name = config_file_name(N, K, results_dir.name, block)
+        name = config_file_names(N, K, results_dir.name, block, input_type=cfg["input_type"], engine=cfg["engine"])[0]
         ours = pick_config(load_config_file(results_dir / "configs" / name), M)
         theirs = Config(**cdict)
-        workload = Workload.create(M, N, K, block, cfg["out_dtype"], "cuda", backend.cache_bytes())
+        workload = Workload.create(M, N, K, block, cfg["out_dtype"], "cuda", backend.cache_bytes(),
+                                   input_type=cfg["input_type"], kernel=cfg["kernel"])
         launchers = [workload.launcher(c) for c in (ours, theirs)]
         first = bench.median_us(launchers, 1, 3)
         t_ours, t_theirs = bench.median_us(launchers, [launches_for(t, 2000) for t in first], 15)

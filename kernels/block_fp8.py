@@ -1,7 +1,13 @@
-"""The W8A8 block-scaled FP8 GEMM, with the launch semantics of vLLM's
-`_w8a8_triton_block_scaled_mm`, so that a config tuned here means the same there.
+"""The W8A8 block-scaled GEMM, with the launch semantics of vLLM's
+`_w8a8_triton_block_scaled_mm` (FP8 operands) and `_w8a8_block_int8_matmul` (INT8 operands), so
+that a config tuned here means the same there.
 
 C[m, n] = sum_k (A[m, k] * As[m, k // block_k]) * (B[n, k] * Bs[n // block_n, k // block_k])
+
+The engines' FP8 and INT8 kernels (vLLM's fp8_utils.py and int8_utils.py, SGLang's fp8_kernel.py
+and int8_kernel.py) are one source apart from the operand type: each K step's `tl.dot` (fp32 for
+FP8, exact int32 for INT8) is converted to fp32 before the scales are applied. So this one kernel
+is both; the operand dtype (kernels.reference.INPUT_DTYPES) picks the variant Triton compiles.
 
 The argument list (and so Triton's specialization of it: which ints are 1 or
 multiples of 16) is the one vLLM launches, so the compiled code we time is the
@@ -68,7 +74,8 @@ def block_fp8_matmul_kernel(
         scale_k = (step * BLOCK_SIZE_K) // group_k
         a_s = tl.load(a_scale_row + scale_k * stride_as_k)
         b_s = tl.load(b_scale_col + scale_k * stride_bs_k)
-        acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
+        # fp32 already for FP8; the int32 sums of INT8 become fp32 here, as in the engines.
+        acc += tl.dot(a, b).to(tl.float32) * a_s[:, None] * b_s[None, :]
         a_tile += BLOCK_SIZE_K * stride_ak
         b_tile += BLOCK_SIZE_K * stride_bk
 
@@ -90,6 +97,8 @@ def check_operands(A, B, As, Bs, block_size) -> None:
         raise ValueError(f"A has K={A.shape[-1]} but B has K={B.shape[-1]}")
     if not A.is_contiguous() or not B.is_contiguous():
         raise ValueError("A and B must be contiguous (row-major)")
+    if A.dtype != B.dtype:
+        raise ValueError(f"A is {A.dtype} but B is {B.dtype}: both operands have one type (fp8 or int8)")
     K = A.shape[-1]
     N = B.shape[0]
     want_as = (*A.shape[:-1], activation_scale_shape(1, K, block_size)[1])

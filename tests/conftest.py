@@ -45,7 +45,9 @@ def validated(**values) -> dict:
     """A config as the workflow sees it: `values` over the schema's defaults (in-process, no workflow)."""
     from snakemake.utils import validate
 
-    config = yaml.safe_load(yaml.safe_dump(values))
+    from w8a8_tuner.plan.config import apply_aliases
+
+    config = apply_aliases(yaml.safe_load(yaml.safe_dump(values)))
     validate(config, str(SCHEMA))
     return config
 
@@ -130,7 +132,7 @@ def tsv(wd: Path, n, k, m) -> Path:
 
 
 def config_json(wd: Path, n, k) -> Path:
-    return results(wd) / "configs" / config_file_name(n, k, DEV, (128, 128))
+    return results(wd) / "configs" / config_file_name(n, k, DEV, (128, 128), input_type="fp8", engine="vllm")
 
 
 def check_complete(wd: Path):

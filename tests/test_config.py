@@ -40,8 +40,8 @@ CASES = [
     ("negative batch", lambda c: c.update(batch_sizes=[16, -4]), ["batch_sizes[1]: -4 is less than the minimum"]),
     ("duplicate batch", lambda c: c.update(batch_sizes=[16, 16]), ["batch_sizes: [16, 16] has non-unique"]),
     ("duplicate tp size", lambda c: c.update(tp_sizes=[8, 8]), ["tp_sizes: [8, 8] has non-unique"]),
-    ("bad block split", lambda c: c.update(shapes=[], tp_sizes=[32]),
-     ["tp_sizes: tp=32 splits K=18432 into 576, not a multiple of block_k=128"]),
+    ("bad block split", lambda c: c.update(shapes=[], tp_sizes=[32]),  # gate_up's 18432 / 32, as vLLM checks it
+     ["tp_sizes: tp=32 splits N=18432 into 576, not a multiple of block_n=128 (mlp.gate_up_proj"]),
     ("block_shape not dividing a split", lambda c: c.update(shapes=[], tp_sizes=[16], block_shape=[128, 256]),
      ["tp_sizes: tp=16 splits K=18432 into 1152, not a multiple of block_k=256"]),
     ("block_shape zero", lambda c: c.update(block_shape=[0, 128]), ["block_shape[0]: 0 is less than the minimum"]),
@@ -54,7 +54,12 @@ CASES = [
     ("unknown search space parameter", lambda c: c["search_space"].update(waves=[1]),
      ["search_space: Additional properties", "'waves' was unexpected"]),
     ("unknown out_dtype", lambda c: c.update(out_dtype="int8"), ["out_dtype: 'int8' is not one of"]),
-    ("unknown input_type", lambda c: c.update(input_type="int8"), ["input_type: 'int8' is not one of ['fp8']"]),
+    ("unknown input_type", lambda c: c.update(input_type="fp4"), ["input_type: 'fp4' is not one of ['fp8', 'int8']"]),
+    ("unknown engine", lambda c: c.update(engine="trtllm"), ["engine: 'trtllm' is not one of ['vllm', 'sglang'"]),
+    ("unknown kernel", lambda c: c.update(kernel="cutlass"), ["kernel: 'cutlass' is not one of"]),
+    ("engine kernel not installed", lambda c: c.update(kernel="sglang"),
+     ["kernel: 'sglang' with input_type: 'fp8': cannot import sglang.srt.layers.quantization.fp8_kernel."
+      "_w8a8_block_fp8_matmul", "or set kernel: builtin"]),
     ("zero dimension", lambda c: c.update(shapes=[[0, 256]]), ["shapes[0][0]: 0 is less than the minimum"]),
     ("negative dimension", lambda c: c.update(shapes=[[256, -1]]), ["shapes[0][1]: -1 is less than the minimum"]),
     ("unknown backend", lambda c: c.update(backend="rocm"), ["backend: 'rocm' is not one of"]),
@@ -95,14 +100,15 @@ def test_defaults_come_from_the_schema():
     assert cfg["tp_sizes"] == [8] and len(cfg["batch_sizes"]) == 18 and cfg["tuning"]["top_k"] >= 1
     assert cfg["search_space"]["BLOCK_SIZE_N"] == [32, 64, 128, 256] and cfg["verify_settings"]["rounds"] >= 1
     plan = make_plan({**cfg, "device_name": "X", "backend": "cuda"})
-    assert len(plan.shapes) == 14 and len(plan.configs) == 1280 and len(plan.points()) == 252
+    # DeepSeek-V3 at TP=8: 8 shapes (tests/test_shapes.py), 8 x 18 points
+    assert len(plan.shapes) == 8 and len(plan.configs) == 1280 and len(plan.points()) == 8 * 18
 
 
 @pytest.mark.parametrize("text", ["{'1': 2", "garbage", '{"1": {"BLOCK_SIZE_M": 16}}'])
 def test_malformed_compare_file_is_named_at_start(tmp_path, text):
     folder = tmp_path / "configs"
     folder.mkdir()
-    bad = folder / config_file_name(256, 512, "cpu_interpreter", (128, 128))
+    bad = folder / config_file_name(256, 512, "cpu_interpreter", (128, 128), input_type="fp8", engine="vllm")
     bad.write_text(text)
     message = message_for(lambda c: c.update(compare_dir=str(folder)))
     assert message.startswith(f"compare_dir: {bad}"), message

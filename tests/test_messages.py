@@ -22,14 +22,15 @@ def test_command_line_values_are_read_as_yaml(tmp_path):
     run = snakemake(tmp_path, *GPU_DRY, "--config", "batch_sizes=[1,16]", "tp_sizes=[4]", "verify=true",
                     "device_name=NVIDIA_H100_80GB_HBM3")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert job_count(run.stdout, "tune") == 14 * 2 and job_count(run.stdout, "verify") == 14
+    assert job_count(run.stdout, "tune") == 8 * 2 and job_count(run.stdout, "verify") == 8  # DeepSeek-V3, TP=4
 
 
 def test_device_name_with_spaces_names_files_as_the_engines_do(tmp_path):
     run = snakemake(tmp_path, *GPU_DRY, "--quiet", "host", "--config", "device_name=NVIDIA H100 80GB HBM3",
                     "shapes=[[576,7168]]", "batch_sizes=[1]")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert config_file_name(576, 7168, "NVIDIA_H100_80GB_HBM3", (128, 128)) in run.stdout
+    assert config_file_name(576, 7168, "NVIDIA_H100_80GB_HBM3", (128, 128), input_type="fp8",
+                            engine="vllm") in run.stdout
     assert "results/NVIDIA_H100_80GB_HBM3/" in run.stdout
 
 
@@ -88,7 +89,7 @@ def test_malformed_compare_file_stops_the_run_at_start(tmp_path):
     """A malformed JSON in compare_dir was found only at verify time, without the file's name."""
     folder = tmp_path / "vllm_configs"
     folder.mkdir()
-    bad = folder / config_file_name(256, 512, "cpu_interpreter", (128, 128))
+    bad = folder / config_file_name(256, 512, "cpu_interpreter", (128, 128), input_type="fp8", engine="vllm")
     bad.write_text("{'not': json")
     wd = make_workdir(tmp_path, compare_dir=str(folder))
     run = snakemake(wd, "--cores", "2")

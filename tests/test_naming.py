@@ -1,42 +1,62 @@
-"""JSON files as vLLM's loader finds and reads them; a file an engine could not use is refused by name."""
+"""JSON files as vLLM's and SGLang's loaders find and read them; a file an engine could not use is refused by name."""
 
 import json
 import random
 
 import pytest
+from engine_lookup import engine_file_name, engine_pick
 
 from w8a8_tuner.results.files import WriteError, write_atomic
 from w8a8_tuner.results.naming import (
+    ENGINES,
     ConfigFileError,
+    compare_file_for,
     config_file_name,
+    config_file_names,
     configs_to_json,
+    engines_reading,
     load_config_file,
     normalize_device_name,
     pick_config,
 )
 from w8a8_tuner.search.space import Config
 
-
-def vllm_style_lookup(folder, N, K, device_name, block_shape, M):
-    """What vLLM's get_w8a8_block_fp8_configs + w8a8_triton_block_scaled_mm do, written from its docs:
-    build the file name, json.load, int keys, then the key nearest to M."""
-    name = f"N={N},K={K},device_name={device_name},dtype=fp8_w8a8,block_shape=[{block_shape[0]},{block_shape[1]}].json"
-    with open(folder / name) as f:
-        configs = {int(k): v for k, v in json.load(f).items()}
-    return configs[min(configs.keys(), key=lambda x: abs(x - M))]
+VARIANTS = [(e, t) for e in ENGINES for t in ("fp8", "int8")]
 
 
-def test_file_name_matches_vllm():
-    assert (config_file_name(4608, 7168, "NVIDIA_H100_80GB_HBM3", (128, 128))
+def test_file_names_are_each_engines_spelling():
+    """vLLM spells the FP8 block shape [128,128], its INT8 one and both of SGLang's [128, 128]."""
+    h100 = ("NVIDIA_H100_80GB_HBM3", (128, 128))
+    assert (config_file_name(4608, 7168, *h100, input_type="fp8", engine="vllm")
             == "N=4608,K=7168,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128,128].json")
+    assert (config_file_name(4608, 7168, *h100, input_type="fp8", engine="sglang")
+            == "N=4608,K=7168,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128, 128].json")
+    assert (config_file_name(4608, 7168, "NVIDIA_A100-SXM4-80GB", (128, 128), input_type="int8", engine="vllm")
+            == "N=4608,K=7168,device_name=NVIDIA_A100-SXM4-80GB,dtype=int8_w8a8,block_shape=[128, 128].json")
+    for engine, input_type in VARIANTS:
+        for block in [(128, 128), (64, 32)]:
+            assert (config_file_name(576, 7168, "NVIDIA_H200", block, input_type=input_type, engine=engine)
+                    == engine_file_name(engine, input_type, 576, 7168, "NVIDIA H200", block))
     assert normalize_device_name("NVIDIA H100 80GB HBM3") == "NVIDIA_H100_80GB_HBM3"
 
 
-def test_json_written_is_loaded_like_vllm(tmp_path):
+def test_both_engines_get_each_spelling_once():
+    names = config_file_names(576, 7168, "NVIDIA_H200", (128, 128), input_type="fp8", engine="both")
+    assert names == [config_file_name(576, 7168, "NVIDIA_H200", (128, 128), input_type="fp8", engine=e)
+                     for e in ("vllm", "sglang")]
+    assert engines_reading(names[1], 576, 7168, "NVIDIA_H200", (128, 128), input_type="fp8") == ["sglang"]
+    # INT8: both engines spell it alike, so one file serves both
+    (int8,) = config_file_names(576, 7168, "NVIDIA_A100", (128, 128), input_type="int8", engine="both")
+    assert engines_reading(int8, 576, 7168, "NVIDIA_A100", (128, 128), input_type="int8") == ["vllm", "sglang"]
+    assert config_file_names(576, 7168, "NVIDIA_H200", (128, 128), input_type="fp8", engine="sglang") == names[1:]
+
+
+@pytest.mark.parametrize("engine,input_type", VARIANTS)
+def test_json_written_is_loaded_like_each_engine(tmp_path, engine, input_type):
     rng = random.Random()
     batches = rng.sample([1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096], 9)
     best = {m: Config(rng.choice([16, 32, 64]), 128, 128, rng.choice([1, 16]), 4, rng.choice([2, 3])) for m in batches}
-    name = config_file_name(576, 7168, "NVIDIA_H200", (128, 128))
+    name = config_file_name(576, 7168, "NVIDIA_H200", (128, 128), input_type=input_type, engine=engine)
     write_atomic(tmp_path / name, configs_to_json(best))
     text = (tmp_path / name).read_text()
     keys = list(json.loads(text))
@@ -47,7 +67,20 @@ def test_json_written_is_loaded_like_vllm(tmp_path):
     for M in [1, 3, 5, 17, 100, 700, 5000, rng.randint(1, 8192)]:
         nearest = min(batches, key=lambda b: (abs(b - M), b))
         assert pick_config(loaded, M) == best[nearest]
-        assert vllm_style_lookup(tmp_path, 576, 7168, "NVIDIA_H200", (128, 128), M) == best[nearest].as_dict()
+        picked = engine_pick(tmp_path, engine, input_type, 576, 7168, "NVIDIA H200", (128, 128), M)
+        assert picked == best[nearest].as_dict()
+
+
+def test_compare_dir_is_searched_for_vllms_name_then_sglangs(tmp_path):
+    h200 = (576, 7168, "NVIDIA_H200", (128, 128))
+    names = config_file_names(*h200, input_type="fp8", engine="both")
+    assert compare_file_for(tmp_path, *h200, input_type="fp8") == ""
+    (tmp_path / names[1]).write_text("{}")
+    assert compare_file_for(tmp_path, *h200, input_type="fp8") == str(tmp_path / names[1])
+    (tmp_path / names[0]).write_text("{}")
+    assert compare_file_for(tmp_path, *h200, input_type="fp8") == str(tmp_path / names[0])
+    assert compare_file_for(tmp_path, *h200, input_type="int8") == ""
+    assert compare_file_for(None, *h200, input_type="fp8") == ""
 
 
 @pytest.mark.parametrize("text,needle", [

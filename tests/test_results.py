@@ -38,9 +38,9 @@ def test_round_trip_and_aggregate_with_manifest(tmp_path):
         tsvs[M] = str(tmp_path / f"M{M}.tsv")
         best[M] = fake_point(tsvs[M], M, rng)
     out, manifest = tmp_path / "out.json", tmp_path / "manifest.tsv"
-    assert aggregate(tsvs, out, manifest, EXPECTED, set(CONFIGS)) == best
+    assert aggregate(tsvs, [out], manifest, EXPECTED, lambda m: set(CONFIGS)) == best
     assert load_config_file(out) == best
-    assert stale_reason(out, manifest, "abc", tsvs) is None
+    assert stale_reason([out], manifest, "abc", tsvs) is None
 
 
 def test_wrong_result_never_chosen(tmp_path):
@@ -83,8 +83,8 @@ def test_impossible_value_in_any_row_is_refused(tmp_path, column, value, needle)
     loser = next(c for c in CONFIGS if c != best)
     edit_row(path, loser, column, value)
     with pytest.raises(ResultFileError, match=needle) as err:
-        aggregate({1: str(path)}, tmp_path / "o.json", tmp_path / "m.tsv", EXPECTED,
-                  set(CONFIGS) if column != "BLOCK_SIZE_M" else None)
+        aggregate({1: str(path)}, [tmp_path / "o.json"], tmp_path / "m.tsv", EXPECTED,
+                  (lambda m: set(CONFIGS)) if column != "BLOCK_SIZE_M" else None)
     assert str(path) in str(err.value)
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "m.tsv").exists()
 
@@ -105,7 +105,7 @@ def test_truncated_file_is_refused(tmp_path):
     path.write_text(text[: len(text) // 2])
     out = tmp_path / "out.json"
     with pytest.raises(ResultFileError, match=f"{path}: truncated"):
-        aggregate({1: str(path)}, out, tmp_path / "m.tsv", EXPECTED, set(CONFIGS))
+        aggregate({1: str(path)}, [out], tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
     assert not out.exists()
 
 
@@ -123,9 +123,9 @@ def test_header_mismatch_is_refused(tmp_path):
     path = tmp_path / "M1.tsv"
     fake_point(path, 1, random.Random())
     with pytest.raises(ResultFileError, match="header says M='1', expected 2"):
-        aggregate({2: str(path)}, tmp_path / "o.json", tmp_path / "m.tsv", EXPECTED, set(CONFIGS))
+        aggregate({2: str(path)}, [tmp_path / "o.json"], tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
     with pytest.raises(ResultFileError, match="header says fingerprint='abc', expected 'other'"):
-        aggregate({1: str(path)}, tmp_path / "o.json", tmp_path / "m.tsv", {**EXPECTED, "fingerprint": "other"})
+        aggregate({1: str(path)}, [tmp_path / "o.json"], tmp_path / "m.tsv", {**EXPECTED, "fingerprint": "other"})
 
 
 def test_config_set_must_match_search_space(tmp_path):
@@ -142,21 +142,41 @@ def test_stale_reasons(tmp_path):
     for M, p in tsvs.items():
         fake_point(p, M, rng)
     out, manifest = tmp_path / "out.json", tmp_path / "m.tsv"
-    assert stale_reason(out, manifest, "abc", tsvs) is None  # no JSON yet: made anyway
-    aggregate(tsvs, out, manifest, EXPECTED, set(CONFIGS))
-    assert stale_reason(out, manifest, "abc", tsvs) is None
-    assert "other settings" in stale_reason(out, manifest, "xyz", tsvs)
-    assert "batch sizes [1, 16], now [1]" in stale_reason(out, manifest, "abc", {1: tsvs[1]})
+    assert stale_reason([out], manifest, "abc", tsvs) is None  # no JSON yet: made anyway
+    aggregate(tsvs, [out], manifest, EXPECTED, lambda m: set(CONFIGS))
+    assert stale_reason([out], manifest, "abc", tsvs) is None
+    assert "other settings" in stale_reason([out], manifest, "xyz", tsvs)
+    assert "batch sizes [1, 16], now [1]" in stale_reason([out], manifest, "abc", {1: tsvs[1]})
     text = out.read_text()
     out.write_text("garbage")
-    assert stale_reason(out, manifest, "abc", tsvs) == "changed on disk since it was written"
+    assert stale_reason([out], manifest, "abc", tsvs) == "out.json changed on disk since it was written"
     out.write_text(text)
     fake_point(tsvs[16], 16, rng)  # re-tuned since
-    assert stale_reason(out, manifest, "abc", tsvs) == "the TSV of M=16 changed since"
+    assert stale_reason([out], manifest, "abc", tsvs) == "the TSV of M=16 changed since"
     Path(tsvs[1]).rename(tsvs[1] + ".gone")
-    assert stale_reason(out, manifest, "abc", tsvs) == "the point M=1 is no longer tuned"
+    assert stale_reason([out], manifest, "abc", tsvs) == "the point M=1 is no longer tuned"
     Path(tsvs[1] + ".gone").rename(tsvs[1])
     manifest.write_text("damaged")
-    assert stale_reason(out, manifest, "abc", tsvs) == "its record is damaged"
+    assert stale_reason([out], manifest, "abc", tsvs) == "its record is damaged"
     manifest.unlink()
-    assert stale_reason(out, manifest, "abc", tsvs) == "no record of what it was made from"
+    assert stale_reason([out], manifest, "abc", tsvs) == "no record of what it was made from"
+
+
+def test_each_batch_size_is_checked_against_the_space_at_that_batch_size(tmp_path):
+    """search_space_extra adds configs at small M only: a TSV at M=128 has fewer configs than one at M=16,
+    and each is right (the H200 sweep's aggregate refused every M > 64 TSV: "34 missing")."""
+    from w8a8_tuner.results.tsv import write_tsv
+    from w8a8_tuner.search.stages import Result
+
+    extra = Config(16, 16, 128, 1, 2, 5)
+    rng = random.Random()
+    tsvs = {16: str(tmp_path / "M16.tsv"), 128: str(tmp_path / "M128.tsv")}
+    for M, configs in ((16, CONFIGS + [extra]), (128, CONFIGS)):
+        results = [Result(c, "ok", time_us=(t := rng.uniform(10, 100)), screen_us=t, rel_error=0.003,
+                          stage="remeasure") for c in configs]
+        write_tsv(tsvs[M], {**EXPECTED, "M": M}, results, min(results, key=lambda r: r.time_us).config)
+    space_at = {16: set(CONFIGS) | {extra}, 128: set(CONFIGS)}
+    best = aggregate(tsvs, [tmp_path / "o.json"], tmp_path / "m.tsv", EXPECTED, space_at.__getitem__)
+    assert set(best) == {16, 128}
+    with pytest.raises(ResultFileError, match="M128.tsv: configs differ from the search space .1 missing"):
+        aggregate(tsvs, [tmp_path / "o2.json"], tmp_path / "m2.tsv", EXPECTED, lambda m: space_at[16])

@@ -48,7 +48,8 @@ RESULTS = Path("results") / INTERPRET_DEVICE
 # run mean the cluster run produced exactly what the local one does. That the winner is
 # the fastest valid candidate is tested locally (test_tuner.py, test_workflow.py).
 ONE_CONFIG = {"search_space": {"BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [64], "BLOCK_SIZE_K": [128],
-                               "GROUP_SIZE_M": [1], "num_warps": [4], "num_stages": [2]}}
+                               "GROUP_SIZE_M": [1], "num_warps": [4], "num_stages": [2]},
+              "search_space_extra": []}
 
 
 def _in_ci() -> bool:

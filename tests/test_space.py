@@ -71,3 +71,66 @@ def test_sample_is_reproducible_and_bounded():
     assert a == b and len(set(a)) == 8 and set(a) <= set(configs)
     assert sample(configs, 8, seed=4) != a
     assert sample(configs[:3], 8, seed=1) == sorted(configs[:3])
+
+
+# --- search_space_extra: configs beyond vLLM's space where they measured to pay ---------------------
+
+def test_default_extra_region_adds_small_tile_configs_at_small_batches_only():
+    from w8a8_tuner.search.space import configs_at
+
+    cfg = validated()
+    extra = cfg["search_space_extra"]
+    vllm = set(valid_configs(SPACE, (128, 128)))
+    for M in (1, 16, 64):
+        at = set(configs_at(SPACE, extra, (128, 128), M))
+        added = at - vllm
+        assert vllm <= at and added
+        assert all(c.BLOCK_SIZE_M == 16 and c.GROUP_SIZE_M == 1 and c.BLOCK_SIZE_K == 128 for c in added)
+        assert Config(16, 16, 128, 1, 2, 5) in added and Config(16, 32, 128, 1, 4, 8) in added
+    assert set(configs_at(SPACE, extra, (128, 128), 65)) == vllm
+    assert set(configs_at(SPACE, extra, (128, 128))) == set(configs_at(SPACE, extra, (128, 128), 1))
+
+
+def test_extra_block_k_that_does_not_divide_block_k_is_skipped():
+    from w8a8_tuner.search.space import configs_at
+
+    region = {"min_M": 1, "max_M": 8, "BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [16], "BLOCK_SIZE_K": [32, 128],
+              "GROUP_SIZE_M": [1], "num_warps": [2], "num_stages": [3]}
+    space = {**SPACE, "BLOCK_SIZE_K": [64]}
+    at = configs_at(space, [region], (128, 64), 4)
+    assert Config(16, 16, 32, 1, 2, 3) in at and not any(c.BLOCK_SIZE_K == 128 for c in at)
+
+
+def test_search_space_vllm_is_the_engines_space_with_the_fingerprint_it_always_had():
+    from w8a8_tuner.plan.settings import result_settings
+    from w8a8_tuner.plan.sweep import make_plan
+
+    def plan_of(**values):
+        cfg = validated(device_name="NVIDIA_H200", **values)
+        return make_plan(cfg), cfg
+
+    vllm, cfg = plan_of(search_space="vllm")
+    assert vllm.space_extra == () and len(vllm.configs_at(1)) == 1280
+    settings = result_settings(vllm, cfg["tuning"])
+    assert "search_space_extra" not in settings  # so results tuned before the key existed stay valid
+    explicit, cfg2 = plan_of(search_space_extra=[])
+    assert result_settings(explicit, cfg2["tuning"])["fingerprint"] == settings["fingerprint"]
+    default, cfg3 = plan_of()
+    assert result_settings(default, cfg3["tuning"])["fingerprint"] != settings["fingerprint"]
+    assert len(default.configs_at(16)) > 1280 and len(default.configs_at(128)) == 1280
+
+
+def test_search_space_vllm_with_extra_regions_is_refused():
+    from w8a8_tuner.plan.config import ConfigFileProblem
+
+    with pytest.raises(ConfigFileProblem, match="search_space: vllm excludes search_space_extra"):
+        validated(search_space="vllm", search_space_extra=[{"min_M": 1}])
+
+
+def test_an_extra_region_with_min_above_max_is_named():
+    from w8a8_tuner.plan.sweep import ConfigError, make_plan
+
+    region = {"min_M": 65, "max_M": 64, "BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [16], "BLOCK_SIZE_K": [128],
+              "GROUP_SIZE_M": [1], "num_warps": [2], "num_stages": [3]}
+    with pytest.raises(ConfigError, match=r"search_space_extra\[0\]: min_M=65 > max_M=64"):
+        make_plan(validated(device_name="NVIDIA_H200", search_space_extra=[region]))

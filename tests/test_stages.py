@@ -24,11 +24,12 @@ BACKEND = Backend("interpret")
 
 
 def compile_all(configs):
-    return {c: CompileResult("ok") for c in configs}
+    yield {c: CompileResult("ok") for c in configs}
 
 
 def run_interpreted(corrupt=None, M=20):
-    workload = Workload.create(M, 256, 256, (128, 128), "bfloat16", BACKEND.device, BACKEND.cache_bytes())
+    workload = Workload.create(M, 256, 256, (128, 128), "bfloat16", BACKEND.device, BACKEND.cache_bytes(),
+                               input_type="fp8", kernel="builtin")
     return tune_point(workload, CONFIGS, QUICK, BACKEND.bench(), compile_all, corrupt=corrupt, log=lambda s: None)
 
 
@@ -66,8 +67,11 @@ class Scripted:
         self.rng, self.calls, self.N, self.K, self.M = random.Random(10_000 + seed), [], 1, 1, 1
 
     # the workload's part
-    def check(self, configs, corrupt=None):
-        return {c: CheckOutcome(rel_error=0.003) for c in configs}
+    def check(self, configs, corrupt=None, bench=None):
+        # as Workload.check: with a bench, the check's runs are the first timing round
+        configs = list(configs)
+        first = bench.measure(configs, 1, 1) if bench is not None and configs else [[math.nan]] * len(configs)
+        return {c: CheckOutcome(rel_error=0.003, first_us=f[0]) for c, f in zip(configs, first)}
 
     def launcher(self, config):
         return config  # the bench below reads the config back
@@ -217,3 +221,98 @@ def test_an_exact_tie_gives_the_winner_the_tsv_lists_first(tmp_path):
     write_tsv(path, {"M": 1536}, rep.results, rep.best)
     meta, _ = read_tsv(path)
     assert meta["best"] == g16.label()
+
+
+# --- configs arrive from the compiler in batches ------------------------------------------------
+
+def test_streamed_batches_are_checked_and_timed_before_the_next_batch_is_compiled():
+    """The GPU starts on the first compiled configs: each batch is checked and timed once before the
+    compiler is asked for the next; every config ends with one result, and the winner is the same."""
+    true_us = space(120, 3)
+    configs = list(true_us)
+    rng = random.Random(5)
+    order = rng.sample(configs, len(configs))
+    cuts = sorted(rng.sample(range(1, len(configs)), 6))
+    batches = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(configs)])]
+    s = Scripted(true_us, EXACT)
+    asked = []  # bench calls made before each batch was handed out
+
+    def streamed(todo):
+        assert sorted(todo) == sorted(configs)
+        for batch in batches:
+            asked.append(len(s.calls))
+            yield {c: CompileResult("ok") for c in batch}
+
+    rep = tune_point(s, configs, DEFAULTS, s, streamed, prune=lambda cs, M: {c: c for c in cs}, log=lambda m: None)
+    assert asked == list(range(len(batches)))  # one first-round timing per batch, before the next batch
+    assert [sorted(c) for _, c, _ in s.calls[:len(batches)]] == [sorted(b) for b in batches]
+    assert len(rep.results) == len(configs) and {r.status for r in rep.results} == {"ok"}
+    assert rep.best == min(true_us, key=true_us.get)
+
+
+def test_a_batch_of_failed_compiles_times_nothing():
+    true_us = space(10, 1)
+    configs = list(true_us)
+    s = Scripted(true_us, EXACT)
+
+    def streamed(todo):
+        yield {c: CompileResult("out_of_resources", "shared memory") for c in configs[:4]}
+        yield {c: CompileResult("ok") for c in configs[4:]}
+
+    rep = tune_point(s, configs, DEFAULTS, s, streamed, prune=lambda cs, M: {c: c for c in cs}, log=lambda m: None)
+    status = {r.config: r.status for r in rep.results}
+    assert [status[c] for c in configs[:4]] == ["out_of_resources"] * 4
+    assert all(c not in configs[:4] for _, batch, _ in s.calls for c in batch)
+    assert rep.best == min(configs[4:], key=true_us.get)
+
+
+# --- the check's runs are the first timing round ---------------------------------------------
+
+class RaisingBench:
+    """A bench whose timed runs fail (as a launch error inside a held segment would): the check must
+    find its answers untimed, one config at a time."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def measure(self, launchers, launches, rounds):
+        self.calls += 1
+        raise RuntimeError("launch failed inside a segment")
+
+
+def test_timed_check_gives_each_config_its_first_time_and_the_same_errors():
+    workload = Workload.create(20, 256, 256, (128, 128), "bfloat16", BACKEND.device, BACKEND.cache_bytes(), seed=4,
+                               input_type="fp8", kernel="builtin")
+    plain = workload.check(CONFIGS)
+    timed = workload.check(CONFIGS, bench=BACKEND.bench())
+    assert set(timed) == set(CONFIGS)
+    for c in CONFIGS:
+        assert timed[c].right and math.isnan(plain[c].first_us) and timed[c].first_us > 0
+        assert timed[c].rel_error == pytest.approx(plain[c].rel_error, rel=1e-6)
+
+
+def test_a_failing_timed_run_falls_back_to_the_untimed_check():
+    workload = Workload.create(20, 256, 256, (128, 128), "bfloat16", BACKEND.device, BACKEND.cache_bytes(), seed=4,
+                               input_type="fp8", kernel="builtin")
+    bench = RaisingBench()
+    broken = CONFIGS[2]
+    out = workload.check(CONFIGS, corrupt=lambda c: c == broken, bench=bench)
+    assert bench.calls == 1
+    assert all(math.isnan(o.first_us) for o in out.values())
+    assert [out[c].right for c in CONFIGS] == [c != broken for c in CONFIGS]
+
+
+def test_configs_the_check_did_not_time_are_timed_before_the_estimate():
+    true_us = space(12, 2)
+    s = Scripted(true_us, EXACT)
+    untimed = list(true_us)[:5]
+    real_check = s.check
+    s.check = lambda configs, corrupt=None, bench=None: {
+        c: (CheckOutcome(rel_error=0.003) if c in untimed else o)
+        for c, o in real_check([c for c in configs if c not in untimed], corrupt, bench).items()
+    } | {c: CheckOutcome(rel_error=0.003) for c in configs if c in untimed}
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+                     log=lambda m: None)
+    first_two = [set(batch) for _, batch, _ in s.calls[:2]]
+    assert first_two == [set(true_us) - set(untimed), set(untimed)]
+    assert rep.best == min(true_us, key=true_us.get)

@@ -51,9 +51,10 @@ def verified(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("verify")
     compare = workdir / "vllm_configs"
     compare.mkdir()
-    (compare / config_file_name(*COMPARED, INTERPRET_DEVICE, BLOCK)).write_text(
+    (compare / config_file_name(*COMPARED, INTERPRET_DEVICE, BLOCK, input_type="fp8", engine="vllm")).write_text(
         json.dumps({str(m): c.as_dict() for m, c in COMPARE_KEYS.items()}))
-    (compare / config_file_name(*SHAPES[1], "NVIDIA_H100_80GB_HBM3", BLOCK)).write_text(
+    (compare / config_file_name(*SHAPES[1], "NVIDIA_H100_80GB_HBM3", BLOCK, input_type="fp8",
+                                engine="vllm")).write_text(
         json.dumps({"1": COMPARE_KEYS[1].as_dict()}))
     cfg = dict(CONFIG, verify=True, compare_dir=str(compare))
     (workdir / "config").mkdir()
@@ -80,10 +81,11 @@ def test_verify_tsv_columns_checks_control_and_spot_check(verified):
     df = read_rows(verify_dir(workdir) / "verify.tsv")
     assert tuple(df.columns) == COLUMNS
     assert sorted(zip(df["N"], df["K"], df["M"])) == [(n, k, m) for n, k in SHAPES for m in BATCHES]
-    default = vllm_default_config(BLOCK).label()
+    default = vllm_default_config(BLOCK, input_type="fp8").label()
     settings = CONFIG["verify_settings"]
     for row in df.itertuples():
-        tuned = load_config_file(results(workdir) / "configs" / config_file_name(row.N, row.K, INTERPRET_DEVICE, BLOCK))
+        json_name = config_file_name(row.N, row.K, INTERPRET_DEVICE, BLOCK, input_type="fp8", engine="vllm")
+        tuned = load_config_file(results(workdir) / "configs" / json_name)
         assert row.tuned_config == tuned[row.M].label()
         assert row.default_config == default
         for name in ("tuned", "default"):
@@ -116,7 +118,7 @@ def test_verify_tsv_columns_checks_control_and_spot_check(verified):
 def test_compare_dir_by_naming_rule_and_nearest_key(verified):
     workdir, _ = verified
     df = read_rows(verify_dir(workdir) / "verify.tsv").set_index(["N", "K", "M"])
-    name = config_file_name(*COMPARED, INTERPRET_DEVICE, BLOCK)
+    name = config_file_name(*COMPARED, INTERPRET_DEVICE, BLOCK, input_type="fp8", engine="vllm")
     expected_key = {1: 1, 16: 1, 33: 64}  # |33 - 64| < |33 - 1|
     for m in BATCHES:
         row = df.loc[(*COMPARED, m)]
@@ -128,7 +130,8 @@ def test_compare_dir_by_naming_rule_and_nearest_key(verified):
     for m in BATCHES:  # only another device's file for this shape: not picked
         row = df.loc[(*SHAPES[1], m)]
         assert row["compare_status"] == "missing" and math.isnan(row["compare_us"])
-        assert config_file_name(*SHAPES[1], INTERPRET_DEVICE, BLOCK) in row["compare_note"]
+        assert config_file_name(*SHAPES[1], INTERPRET_DEVICE, BLOCK, input_type="fp8",
+                                engine="vllm") in row["compare_note"]
 
 
 def test_report_has_plots_summary_and_resolved_device(verified):
@@ -179,7 +182,7 @@ def test_dry_run_targets_and_switch(tmp_path):
     run = snakemake(tmp_path, "verify_all", *base, *dev)
     assert run.returncode == 0, run.stderr[-2000:]
     shapes = job_count(run.stdout, "aggregate")
-    assert shapes == 14 and job_count(run.stdout, "verify") == shapes
+    assert shapes == 8 and job_count(run.stdout, "verify") == shapes  # DeepSeek-V3 at TP=8
     assert job_count(run.stdout, "verify_plots") == 1 and job_count(run.stdout, "verify_summary") == 1
     run = snakemake(tmp_path, *base, *dev)
     assert run.returncode == 0 and job_count(run.stdout, "verify") == 0
@@ -270,7 +273,7 @@ def fake_scaled_mm(padded_check: bool):
 def cublas_error(M, N, K, monkeypatch, padded_check=True):
     """(relative error of the layout the contender picked, layout), or (note, None) if it is unsupported."""
     monkeypatch.setattr(torch, "_scaled_mm", fake_scaled_mm(padded_check), raising=False)
-    workload = Workload.create(M, N, K, BLOCK, "bfloat16", "cpu", 0, seed=1)
+    workload = Workload.create(M, N, K, BLOCK, "bfloat16", "cpu", 0, seed=1, input_type="fp8", kernel="builtin")
     try:
         layout, launch = contenders.cublas_launcher(workload, torch.bfloat16)
     except NotImplementedError as e:
@@ -319,6 +322,12 @@ class CpuStandInBackend(Backend):
     def cache_bytes(self):
         return 1 << 20
 
+    def arch(self, device_name):
+        return None
+
+    def compiler(self, point, workers, arch=None):
+        return Backend("interpret").compiler(point, workers)  # the interpreter compiles nothing
+
 
 def test_gpu_branch_with_cpu_stand_ins(monkeypatch):
     """The interpreter runs the kernel, a fake cuBLAS (older torch: unpadded scales accepted, read padded)
@@ -337,7 +346,8 @@ def test_gpu_branch_with_cpu_stand_ins(monkeypatch):
     settings = VerifySettings(**{**validated()["verify_settings"], "budget_us": 1.0, "rounds": 1})
     limits = roofline.DeviceLimits(bandwidth_gbs=3000.0, fp8_peak_tflops=1000.0)
     tuned = Config(16, 128, 128, 1, 4, 2)
-    shape = ShapeInputs(N=256, K=2304, tuned={16: tuned}, extra={"device_name": "x", "backend": "cuda"})
+    shape = ShapeInputs(N=256, K=2304, tuned={16: tuned}, extra={"device_name": "x", "backend": "cuda"},
+                        input_type="fp8", kernel="builtin")
     row = verify_point(shape, 16, settings, backend, CountingBench(), limits, log=lambda s: None)
     assert timed == [3, 3]  # tuned, its control and default, side by side (no spot check without a TSV)
     assert row["tuned_status"] == "ok" and row["default_status"] == "ok" and row["compare_status"] == "missing"

@@ -26,7 +26,7 @@ def lock_dir(tmp_path, monkeypatch):
 def request(tmp_path: Path, name: str, n: int = 256, k: int = 256, m: int = 16, space=None) -> dict:
     cfg = validated(backend="interpret", shapes=[[n, k]], batch_sizes=[m], search_space=space or {
         "BLOCK_SIZE_M": [16, 32], "BLOCK_SIZE_N": [64, 128], "BLOCK_SIZE_K": [128], "GROUP_SIZE_M": [1],
-        "num_warps": [4], "num_stages": [2]}, tuning={"estimate_rounds": 1, "screen_repeats": 1,
+        "num_warps": [4], "num_stages": [2]}, search_space_extra=[], tuning={"estimate_rounds": 1, "screen_repeats": 1,
                                                       "remeasure_repeats": 1, "top_k": 2, "screen_min": 2})
     settings = result_settings(make_plan(cfg), cfg["tuning"])
     folder = tmp_path / name

@@ -37,15 +37,20 @@ def check_device(expected: str, index: int, out_path: str) -> None:
 
 def run_point(request: dict, device_index: int | None, log) -> str:
     """Tune the request's point and write its TSV; returns the one-line result for the job's output."""
+    if hooks.standin_on():  # the projection's stand-in: sleeps, no GPU (hooks.py)
+        from w8a8_tuner.standin import active
+
+        return active().run_point(request, log)
     from w8a8_tuner.search.backend import prepare
 
     started = time.time()
     s = request["settings"]
     backend = prepare(s["backend"], request["triton_cache"])  # before triton is imported (below)
+    from w8a8_tuner.plan.settings import variant
     from w8a8_tuner.results.tsv import write_tsv
     from w8a8_tuner.search.compile import Point
     from w8a8_tuner.search.settings import SearchSettings
-    from w8a8_tuner.search.space import valid_configs
+    from w8a8_tuner.search.space import settings_configs
     from w8a8_tuner.search.stages import tune_point
     from w8a8_tuner.search.workload import Workload
 
@@ -57,13 +62,13 @@ def run_point(request: dict, device_index: int | None, log) -> str:
     N, K, M = request["N"], request["K"], request["M"]
     block_shape = tuple(s["block_shape"])
     search = SearchSettings(**s["search"])
-    configs = list(valid_configs(s["search_space"], block_shape))
+    configs = list(settings_configs(s, M))
     workload = Workload.create(M, N, K, block_shape, s["out_dtype"], backend.device, backend.cache_bytes(),
-                               seed=search.seed)
-    point = Point(M, N, K, block_shape, s["out_dtype"])
+                               seed=search.seed, **variant(s))
+    point = Point(M, N, K, block_shape, s["out_dtype"], **variant(s))
     corrupt = hooks.corrupt_predicate(request.get("corrupt", ""))
     report = tune_point(workload, configs, search, backend.bench(),
-                        backend.compiler(point, int(request["compile_workers"])),
+                        backend.compiler(point, int(request["compile_workers"]), backend.arch(s["device_name"])),
                         corrupt=(lambda c: corrupt(c.label())) if corrupt else None, log=log)
     meta = {
         "N": N, "K": K, "M": M, "fingerprint": s["fingerprint"], "device_name": s["device_name"],

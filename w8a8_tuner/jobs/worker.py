@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from w8a8_tuner import hooks
 from w8a8_tuner.jobs.slots import Slot, lock_dir
 
 PACKAGE_ROOTS = [Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "kernels"]
@@ -161,7 +162,11 @@ def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float)
     listener.settimeout(idle_s)
     device_index = pin_to(slot) if backend == "cuda" else None  # before CUDA starts
     prepare(backend, triton_cache)  # before triton is imported
-    from w8a8_tuner.search.stages import NoValidConfig  # imports torch and triton once, for every request
+    standin = hooks.standin_on()  # the projection's stand-in sleeps instead of using a GPU: no torch, no CUDA
+    if not standin:
+        from w8a8_tuner.search.stages import NoValidConfig  # imports torch and triton once, for every request
+    else:
+        NoValidConfig = DeviceMismatch
 
     print(f"worker pid {os.getpid()} serving slot {slot.uuid} ({backend}) at @{addr}", flush=True)
     while True:
@@ -195,7 +200,7 @@ def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float)
                     import traceback
 
                     traceback.print_exc()
-            if backend == "cuda":
+            if backend == "cuda" and not standin:
                 import torch
 
                 torch.cuda.empty_cache()  # leave the GPU's memory to others between jobs

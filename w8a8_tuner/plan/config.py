@@ -92,3 +92,14 @@ def schema_error_message(error: Exception) -> str:
         message = (f"{cause.instance!r} is not a device name: letters, digits, '_', '-', spaces (they become '_', "
                    "as the engines name files) and dots inside the name; no '/', ',', '=' or leading dot")
     return f"{key or 'top level'}: {message}"
+
+
+def apply_aliases(config: dict) -> dict:
+    """`search_space: vllm` (the engines' 1280 configs, nothing more) as the schema's keys: no values given
+    (the schema's defaults are vLLM's) and no extra region. Call before the schema fills in defaults."""
+    if config.get("search_space") == "vllm":
+        if config.get("search_space_extra"):
+            raise ConfigFileProblem("search_space: vllm excludes search_space_extra (it is vLLM's space alone); "
+                                    "drop one of them")
+        config["search_space"], config["search_space_extra"] = {}, []
+    return config

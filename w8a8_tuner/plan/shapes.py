@@ -1,47 +1,184 @@
-"""Weight shapes (N, K) of a model's block-FP8 linear layers per tensor-parallel size."""
+"""Weight shapes (N, K) one rank runs per tensor-parallel size, with the layers each serves.
+
+From one of three sources: explicit `shapes` ([N, K], or [N, K, split] to split them per TP size),
+`model_config` (a local Hugging Face config.json, read by plan.models), or the built-in `model`
+(DeepSeek-V3, through the same code from its published config values).
+"""
 
 from __future__ import annotations
 
-# DeepSeek-V3/R1 weights (N, K), grouped by how tensor parallelism splits them.
-DEEPSEEK_V3 = {
-    "replicated": [(576, 7168), (24576, 7168), (32768, 512), (7168, 16384), (7168, 18432)],
-    # column-parallel: each rank holds N / tp rows of the weight
-    "split_n": [(36864, 7168), (24576, 7168), (32768, 512), (24576, 1536), (12288, 7168), (4096, 7168)],
-    # row-parallel: each rank holds K / tp columns of the weight
-    "split_k": [(7168, 18432), (7168, 16384), (7168, 2048)],
-}
+from dataclasses import dataclass
 
-MODELS = {"deepseek_v3": DEEPSEEK_V3}
+from w8a8_tuner.plan.models import (
+    NO_SPLIT,
+    SPLIT_K,
+    SPLIT_N,
+    Linear,
+    Model,
+    ShapeError,
+    built_in_model,
+    load_model_config,
+)
+
+__all__ = ["ShapeError", "ShapeRow", "ShapeTable", "model_shapes", "shape_table"]
+
+TSV_COLUMNS = ("tp", "N", "K", "layers", "split", "source", "note")
 
 
-class ShapeError(ValueError):
-    pass
+@dataclass(frozen=True)
+class ShapeRow:
+    """One (N, K) a rank runs at one TP size, the layers that run it, and how TP split each of them."""
+
+    tp: int
+    n: int
+    k: int
+    layers: tuple[str, ...]
+    splits: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class ShapeTable:
+    """Every TP size's shapes; `model` says where they come from and what runs elsewhere."""
+
+    rows: tuple[ShapeRow, ...]
+    model: Model
+    block_shape: tuple[int, int]
+    notes: tuple[str, ...]
+
+    def shapes_by_tp(self) -> dict[int, list[tuple[int, int]]]:
+        by_tp: dict[int, list[tuple[int, int]]] = {}
+        for row in self.rows:
+            by_tp.setdefault(row.tp, []).append((row.n, row.k))
+        return by_tp
+
+    def tsv(self) -> str:
+        """results/<device>/shapes.tsv: a row per tuned shape and TP size, and one per layer run elsewhere."""
+        lines = ["\t".join(TSV_COLUMNS)]
+        for tp in dict.fromkeys(row.tp for row in self.rows):
+            lines += [f"{r.tp}\t{r.n}\t{r.k}\t{','.join(r.layers)}\t{','.join(r.splits)}\t{r.source}\t"
+                      for r in self.rows if r.tp == tp]
+            lines += [f"{tp}\t-\t-\t{layer}\t-\t{self.model.source}\t{why}" for layer, why in self.model.elsewhere]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        """The table for a terminal: tp, N, K, split, layers; then the notes."""
+        width = max([len(str(r.n)) for r in self.rows] + [len(str(r.k)) for r in self.rows] + [5])
+        lines = [f"{'tp':>4} {'N':>{width}} {'K':>{width}}  {'split':<9} layers"]
+        lines += [f"{r.tp:>4} {r.n:>{width}} {r.k:>{width}}  {','.join(r.splits):<9} {', '.join(r.layers)}"
+                  for r in self.rows]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes]) + "\n"
+
+
+def check_heads(model: Model, tp: int) -> None:
+    """vLLM gives each rank num_attention_heads / tp heads, and splits the KV heads over the ranks or, when
+    tp exceeds them, gives each rank one (tp must then be a multiple of them)."""
+    if model.heads and model.heads % tp:
+        raise ShapeError(f"tp_sizes: tp={tp} does not divide num_attention_heads={model.heads} ({model.where})")
+    kv = model.kv_heads
+    if kv and (kv % tp if kv >= tp else tp % kv):
+        raise ShapeError(f"tp_sizes: tp={tp} and num_key_value_heads={kv} ({model.where}): one must divide the "
+                         "other (vLLM splits the KV heads over the ranks, or each rank holds one)")
+
+
+def _rank_parts(linear: Linear, tp: int) -> list[tuple[int, int | float, bool]]:
+    """(whole part, what one rank holds of it, whether TP divided it) for each output part."""
+    if linear.split != SPLIT_N or tp == 1:
+        return [(p, p, False) for p in linear.parts]
+    kv_parts = linear.parts[-2:] if linear.kv_heads else ()
+    parts = [(p, p // tp if p % tp == 0 else p / tp, True) for p in linear.parts[:len(linear.parts) - len(kv_parts)]]
+    for p in kv_parts:
+        divided = linear.kv_heads >= tp  # else each rank holds one KV head (QKVParallelLinear replicates them)
+        parts.append((p, p // tp, True) if divided else (p, p // linear.kv_heads, False))
+    return parts
+
+
+def rank_shape(linear: Linear, tp: int, block_shape: tuple[int, int], where: str) -> tuple[int, int]:
+    """(N, K) one rank runs of `linear`. A part off the block grid cannot be served (vLLM refuses to load
+    it, and the scales would straddle ranks), so it is an error, not a shape: every part TP divides, and
+    every part but the last of a merged weight (vLLM's validate_fp8_block_shape)."""
+    block_n, block_k = block_shape
+    parts = _rank_parts(linear, tp)
+    for i, (whole, part, divided) in enumerate(parts):
+        if part % block_n == 0 or not divided and i == len(parts) - 1:
+            continue
+        if divided:
+            raise ShapeError(f"tp_sizes: tp={tp} splits N={whole} into {part:g}, not a multiple of block_n={block_n} "
+                             f"({linear.name} of {where})")
+        raise ShapeError(f"{where}: {linear.name} has an output part of N={whole}, not a multiple of "
+                         f"block_n={block_n}: vLLM cannot load it block-quantized")
+    k = linear.k
+    if linear.split == SPLIT_K and tp > 1:
+        if k % (tp * block_k):
+            raise ShapeError(f"tp_sizes: tp={tp} splits K={k} into {k / tp:g}, not a multiple of block_k={block_k} "
+                             f"({linear.name} of {where})")
+        k //= tp
+    return int(sum(part for _, part, _ in parts)), k
+
+
+def rank_rows(model: Model, tp: int, block_shape: tuple[int, int]) -> list[ShapeRow]:
+    """The distinct (N, K) one rank runs at `tp`, sorted, each with the layers that run it."""
+    check_heads(model, tp)
+    layers: dict[tuple[int, int], list[Linear]] = {}
+    for linear in model.linears:
+        layers.setdefault(rank_shape(linear, tp, block_shape, model.where), []).append(linear)
+    return [ShapeRow(tp, n, k, tuple(lin.name for lin in served), tuple(dict.fromkeys(lin.split for lin in served)),
+                     model.source)
+            for (n, k), served in sorted(layers.items())]
+
+
+def explicit_model(shapes: list) -> Model:
+    """`shapes` as layers: [N, K] is tuned as given at every TP size; [N, K, "n" | "k" | "none"] is split
+    like a column-parallel, row-parallel or replicated layer."""
+    linears = [Linear(f"shapes[{i}]", (int(shape[0]),), int(shape[1]), shape[2] if len(shape) > 2 else NO_SPLIT)
+               for i, shape in enumerate(shapes)]
+    return Model("shapes", "shapes", tuple(linears))
+
+
+def source_model(config: dict) -> Model:
+    """The one source of shapes the config names: explicit shapes, a model_config file, or the built-in model."""
+    shapes, path = config.get("shapes"), config.get("model_config")
+    if shapes and path:
+        raise ShapeError(f"shapes and model_config: {path!r} are both set; give one (shapes: these weight shapes; "
+                         "model_config: the shapes of that model)")
+    if shapes:
+        return explicit_model(shapes)
+    if path:
+        return load_model_config(path)
+    return built_in_model(config["model"])
+
+
+def resolve_block_shape(config: dict, model: Model, given=None) -> tuple[int, int]:
+    """block_shape, or the model file's quantization_config.weight_block_size when block_shape is left at its
+    default (not in `given`, the keys the user set; None: all of them); a conflict with a block_shape the
+    user set is an error, never a silent choice."""
+    configured = (int(config["block_shape"][0]), int(config["block_shape"][1]))
+    if model.block_shape is None or model.block_shape == configured:
+        return configured
+    if given is None or "block_shape" in given:
+        raise ShapeError(f"block_shape: {list(configured)}, but {model.where} has quantization_config."
+                         f"weight_block_size {list(model.block_shape)}; leave block_shape out, or set it to that")
+    return model.block_shape
+
+
+def _notes(model: Model, block_shape: tuple[int, int], configured: list) -> tuple[str, ...]:
+    notes = [f"{model.source}: {layer}: {why}" for layer, why in model.elsewhere] + list(model.notes)
+    if model.key == "model_config" and model.block_shape is None:
+        notes.append(f"{model.source} has no quantization_config.weight_block_size (not a block-FP8 checkpoint?); "
+                     f"block_shape {list(block_shape)} is used")
+    elif model.block_shape is not None and list(model.block_shape) != list(configured):
+        notes.append(f"block_shape {list(block_shape)}: {model.source}'s quantization_config.weight_block_size")
+    return tuple(notes)
+
+
+def shape_table(config: dict, given=None) -> ShapeTable:
+    """Every configured TP size's shapes from a schema-valid config; `given` as in resolve_block_shape."""
+    model = source_model(config)
+    block_shape = resolve_block_shape(config, model, given)
+    rows = [row for tp in config["tp_sizes"] for row in rank_rows(model, int(tp), block_shape)]
+    return ShapeTable(tuple(rows), model, block_shape, _notes(model, block_shape, config["block_shape"]))
 
 
 def model_shapes(model: str, tp: int, block_shape=(128, 128)) -> list[tuple[int, int]]:
-    """Distinct (N, K) one rank runs at tensor-parallel size `tp`, sorted.
-
-    A split that does not land on a whole number of quantization blocks cannot be
-    served (the scales would straddle ranks), so it is an error, not a shape.
-    """
-    if model not in MODELS:
-        raise ShapeError(f"model: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
-    block_n, block_k = block_shape
-    rules = MODELS[model]
-    shapes = set(rules["replicated"])
-    for n, k in rules["split_n"]:
-        if n % (tp * block_n):
-            raise ShapeError(f"tp_sizes: tp={tp} splits N={n} into {n / tp:g}, not a multiple of block_n={block_n}")
-        shapes.add((n // tp, k))
-    for n, k in rules["split_k"]:
-        if k % (tp * block_k):
-            raise ShapeError(f"tp_sizes: tp={tp} splits K={k} into {k / tp:g}, not a multiple of block_k={block_k}")
-        shapes.add((n, k // tp))
-    return sorted(shapes)
-
-
-def shapes_for(tp: int, model: str, explicit_shapes=None, block_shape=(128, 128)) -> list[tuple[int, int]]:
-    """The shapes to tune for one TP size: an explicit list replaces the model's rules."""
-    if explicit_shapes:
-        return sorted({(int(n), int(k)) for n, k in explicit_shapes})
-    return model_shapes(model, tp, block_shape)
+    """Distinct (N, K) one rank of a built-in model runs at tensor-parallel size `tp`, sorted."""
+    return [(row.n, row.k) for row in rank_rows(built_in_model(model), tp, tuple(block_shape))]

@@ -1,8 +1,9 @@
-"""From a shape's per-batch TSVs to the JSON file the engines load, with a record of what it was made from.
+"""From a shape's per-batch TSVs to the JSON file(s) the engines load, with a record of what they were made from.
 
-Beside each JSON the aggregate step writes a manifest (results/<device>/aggregate/N<N>_K<K>.tsv):
-the settings fingerprint, the JSON's checksum and, per batch size, the winner, its time and the
-checksum of the TSV it came from. When the workflow starts, `stale_reason` compares the manifest
+A shape gets one JSON per engine spelling of its name (`engine: both`: vLLM's and SGLang's, same
+content). Beside them the aggregate step writes a manifest (results/<device>/aggregate/N<N>_K<K>.tsv):
+the settings fingerprint, each JSON's path and checksum and, per batch size, the winner, its time
+and the checksum of the TSV it came from. When the workflow starts, `stale_reason` compares the manifest
 with the files on disk and the current settings, so a JSON that is no longer what its TSVs and
 settings give (settings changed, a TSV re-tuned or replaced, the JSON edited or damaged) is made
 again even where file times say it is up to date (copied results, `--rerun-triggers mtime`).
@@ -10,6 +11,7 @@ again even where file times say it is up to date (copied results, `--rerun-trigg
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from w8a8_tuner.results.files import sha256_of, write_atomic
@@ -20,54 +22,66 @@ from w8a8_tuner.search.space import Config
 MANIFEST_FORMAT = "w8a8-block-fp8-tuner manifest v1"
 
 
-def aggregate(tsv_by_batch: dict[int, str], json_path, manifest_path, expected: dict[str, object],
-              expected_configs: set[Config] | None = None) -> dict[int, Config]:
-    """Check every point's TSV, then write the shape's JSON and its manifest (or nothing)."""
+def aggregate(tsv_by_batch: dict[int, str], json_paths: list, manifest_path, expected: dict[str, object],
+              configs_at: Callable[[int], set[Config]] | None = None) -> dict[int, Config]:
+    """Check every point's TSV (against `configs_at(M)`, the search space at its batch size), then write the
+    shape's JSON files (same content) and its manifest (or nothing)."""
     best, rows = {}, []
     for M, path in sorted(tsv_by_batch.items()):
-        meta, df = read_tsv(path, {**expected, "M": M}, expected_configs)
+        meta, df = read_tsv(path, {**expected, "M": M}, configs_at(M) if configs_at else None)
         c = best[M] = Config.from_label(meta["best"])  # read_tsv checked it is the fastest re-measured row
         time_us = float(df.loc[df["config"] == c, "time_us"].iloc[0])
         rows.append(f"{M}\t{c.label()}\t{time_us:.3f}\t{path}\t{sha256_of(path)}")
-    write_atomic(json_path, configs_to_json(best))
-    header = [f"# {MANIFEST_FORMAT}", f"# fingerprint: {expected['fingerprint']}", f"# json: {json_path}",
-              f"# json_sha256: {sha256_of(json_path)}", "M\tconfig\ttime_us\ttsv\ttsv_sha256"]
+    header = [f"# {MANIFEST_FORMAT}", f"# fingerprint: {expected['fingerprint']}"]
+    for path in json_paths:
+        write_atomic(path, configs_to_json(best))
+        header += [f"# json: {path}", f"# json_sha256: {sha256_of(path)}"]
+    header.append("M\tconfig\ttime_us\ttsv\ttsv_sha256")
     write_atomic(manifest_path, "\n".join(header + rows) + "\n")
     return best
 
 
-def read_manifest(path) -> tuple[dict[str, str], dict[int, tuple[str, str]]]:
-    """(header, {M: (tsv path, tsv sha256)}); ResultFileError if it is not a whole manifest."""
+def read_manifest(path) -> tuple[dict[str, str], dict[str, str], dict[int, tuple[str, str]]]:
+    """(header, {json path: its sha256}, {M: (tsv path, tsv sha256)}); ResultFileError if it is not a
+    whole manifest."""
     text = Path(path).read_text()
     lines = text.splitlines()
     if not lines or lines[0] != f"# {MANIFEST_FORMAT}":
         raise ResultFileError(f"{path}: not a manifest")
-    meta = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# ") and ": " in line)
+    pairs = [line[2:].split(": ", 1) for line in lines if line.startswith("# ") and ": " in line]
+    meta = dict(pairs)
+    json_paths = [v for k, v in pairs if k == "json"]
+    json_sums = [v for k, v in pairs if k == "json_sha256"]
+    if len(json_paths) != len(json_sums):
+        raise ResultFileError(f"{path}: damaged manifest: {len(json_paths)} JSON paths, {len(json_sums)} checksums")
     table = [line.split("\t") for line in lines if not line.startswith("#")][1:]
     try:
-        return meta, {int(r[0]): (r[3], r[4]) for r in table}
+        return meta, dict(zip(json_paths, json_sums)), {int(r[0]): (r[3], r[4]) for r in table}
     except (IndexError, ValueError) as e:
         raise ResultFileError(f"{path}: damaged manifest: {e}") from e
 
 
-def stale_reason(json_path, manifest_path, fingerprint: str, tsv_by_batch: dict[int, str]) -> str | None:
-    """Why the JSON on disk is not what its TSVs and the current settings give, or None if it is (or if
-    there is no JSON: then it is made anyway). File times cannot tell this: with Snakemake's
+def stale_reason(json_paths: list, manifest_path, fingerprint: str, tsv_by_batch: dict[int, str]) -> str | None:
+    """Why the JSON files on disk are not what their TSVs and the current settings give, or None if they
+    are (or if one is missing: then they are made anyway). File times cannot tell this: with Snakemake's
     mtime trigger a JSON newer than everything it was made from looks up to date even when the
     settings now name other TSVs."""
-    json_path, manifest_path = Path(json_path), Path(manifest_path)
-    if not json_path.exists():
+    manifest_path = Path(manifest_path)
+    if not all(Path(p).exists() for p in json_paths):
         return None
     if not manifest_path.exists():
         return "no record of what it was made from"
     try:
-        meta, made_from = read_manifest(manifest_path)
+        meta, written, made_from = read_manifest(manifest_path)
     except (OSError, ResultFileError):
         return "its record is damaged"
     if meta.get("fingerprint") != fingerprint:
         return f"made with other settings ({meta.get('fingerprint')}, now {fingerprint})"
-    if meta.get("json_sha256") != sha256_of(json_path):
-        return "changed on disk since it was written"
+    for path in json_paths:
+        if str(path) not in written:
+            return f"no record of writing {Path(path).name}"
+        if written[str(path)] != sha256_of(path):
+            return f"{Path(path).name} changed on disk since it was written"
     if set(made_from) != set(tsv_by_batch):
         return f"made for batch sizes {sorted(made_from)}, now {sorted(tsv_by_batch)}"
     for M, path in sorted(tsv_by_batch.items()):

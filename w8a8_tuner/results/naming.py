@@ -21,18 +21,64 @@ def normalize_device_name(raw: str) -> str:
     return raw.strip().replace(" ", "_")
 
 
-def config_file_name(N: int, K: int, device_name: str, block_shape) -> str:
-    """Name vLLM's get_w8a8_block_fp8_configs() (and SGLang's loader) looks for."""
+# The `dtype=` part of a file name, per operand type (`input_type`): the same in vLLM and SGLang.
+DTYPE_TAGS = {"fp8": "fp8_w8a8", "int8": "int8_w8a8"}
+
+# The engines, in the order `engine: both` writes and compare_dir looks for their files.
+ENGINES = ("vllm", "sglang")
+
+# What separates block_n and block_k in `block_shape=[...]`, as each engine's loader spells it:
+#   vLLM  fp8  get_w8a8_block_fp8_configs   (vllm/model_executor/layers/quantization/utils/fp8_utils.py)  [128,128]
+#   vLLM  int8 get_w8a8_block_int8_configs  (.../quantization/utils/int8_utils.py)                         [128, 128]
+#   SGLang fp8 and int8 get_w8a8_block_{fp8,int8}_configs (python/sglang/srt/layers/quantization/
+#              fp8_kernel.py, int8_kernel.py)                                                            [128, 128]
+BLOCK_SHAPE_SEPARATORS = {
+    ("vllm", "fp8"): ",",
+    ("vllm", "int8"): ", ",
+    ("sglang", "fp8"): ", ",
+    ("sglang", "int8"): ", ",
+}
+
+
+def engines_of(engine: str) -> tuple[str, ...]:
+    """The engines an `engine` setting writes files for ('both': every one, vLLM's first)."""
+    return ENGINES if engine == "both" else (engine,)
+
+
+def config_file_name(N: int, K: int, device_name: str, block_shape, *, input_type: str, engine: str) -> str:
+    """The name `engine`'s get_w8a8_block_{fp8,int8}_configs() builds for (N, K) on this device."""
     block_n, block_k = block_shape
-    return f"N={N},K={K},device_name={device_name},dtype=fp8_w8a8,block_shape=[{block_n},{block_k}].json"
+    sep = BLOCK_SHAPE_SEPARATORS[(engine, input_type)]
+    return (f"N={N},K={K},device_name={device_name},dtype={DTYPE_TAGS[input_type]},"
+            f"block_shape=[{block_n}{sep}{block_k}].json")
 
 
-def compare_file_for(compare_dir: str | os.PathLike | None, N: int, K: int, device_name: str, block_shape) -> str:
-    """The file an engine with this config folder would load for (N, K) on this device, or ''."""
+def config_file_names(N: int, K: int, device_name: str, block_shape, *, input_type: str, engine: str) -> list[str]:
+    """Every file an `engine` setting (vllm, sglang or both) gets for (N, K), each once, vLLM's first:
+    where two engines spell a name alike (int8), one file serves both."""
+    names = [config_file_name(N, K, device_name, block_shape, input_type=input_type, engine=e)
+             for e in engines_of(engine)]
+    return list(dict.fromkeys(names))
+
+
+def engines_reading(name: str, N: int, K: int, device_name: str, block_shape, *, input_type: str) -> list[str]:
+    """The engines whose loader looks for a file of this name."""
+    return [e for e in ENGINES
+            if config_file_name(N, K, device_name, block_shape, input_type=input_type, engine=e) == name]
+
+
+def compare_file_for(compare_dir: str | os.PathLike | None, N: int, K: int, device_name: str, block_shape, *,
+                     input_type: str) -> str:
+    """The file an engine with this config folder would load for (N, K) on this device, or '': the
+    name vLLM looks for first, then SGLang's."""
     if not compare_dir:
         return ""
-    path = os.path.join(os.fspath(compare_dir), config_file_name(N, K, device_name, block_shape))
-    return path if os.path.isfile(path) else ""
+    for engine in ENGINES:
+        name = config_file_name(N, K, device_name, block_shape, input_type=input_type, engine=engine)
+        path = os.path.join(os.fspath(compare_dir), name)
+        if os.path.isfile(path):
+            return path
+    return ""
 
 
 def configs_to_json(best: dict[int, Config]) -> str:

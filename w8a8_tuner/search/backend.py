@@ -39,13 +39,28 @@ class Backend:
 
         return GpuBench() if self.on_gpu else WallBench()
 
-    def compiler(self, point, workers: int):
-        """compile(configs) -> {config: CompileResult} for one point (the interpreter compiles nothing)."""
+    def compiler(self, point, workers: int, arch: int | None = None):
+        """compile(configs) -> batches of {config: CompileResult} as they are known (the interpreter
+        compiles nothing); `arch` is the GPU architecture compiled for (w8a8_tuner.search.compile)."""
         from w8a8_tuner.search import compile as kcompile
 
         if not self.on_gpu:
-            return lambda configs: {c: kcompile.CompileResult(kcompile.OK) for c in configs}
-        return lambda configs: kcompile.precompile(point, configs, workers)
+            return lambda configs: iter([{c: kcompile.CompileResult(kcompile.OK) for c in configs}])
+        return lambda configs: kcompile.compile_stream(point, configs, workers, arch)
+
+    def arch(self, device_name: str) -> int | None:
+        """The architecture to compile for: known from the device's name, else asked of the GPU."""
+        if not self.on_gpu:
+            return None
+        from w8a8_tuner.search.compile import target_arch
+
+        known = target_arch(device_name)
+        if known is not None:
+            return known
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        return major * 10 + minor
 
 
 def prepare(name: str, triton_cache: str | os.PathLike | None = None) -> Backend:

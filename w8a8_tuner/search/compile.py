@@ -1,21 +1,31 @@
 """Compile candidate configs ahead of timing, in parallel processes, into Triton's file cache.
 
-Compiling dominates a naive sweep (0.5-1.7 s per config on an H100) and is CPU
-work: it is done here by a pool of processes, one config at a time each, with
-`warmup` (no launch, no tensors). Every process shares TRITON_CACHE_DIR, so the
-process that times the configs later only loads finished binaries from it.
+Compiling dominates a naive sweep (0.5-1.7 s per config on an H100 host) and is CPU work with no
+need of a GPU: every config is compiled for the device's architecture (a `GPUTarget`, from
+`target_arch`) by processes that never touch CUDA, with `warmup` (no launch, no tensors). The
+binaries land in TRITON_CACHE_DIR under the keys a real launch looks up, so the process that
+times the configs later only loads them.
+
+Who compiles: a tune job compiles what its point lacks and times configs as they come out
+(`compile_stream`); compile jobs (workflow rule `compile`, no GPU) compile whole specializations
+ahead, on the cores the GPU jobs leave. Each config's outcome is one small file, written under a
+lock per config, so any number of jobs can compile the same specialization at once without doing
+a config twice, and a killed job loses only the configs it was compiling.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +33,29 @@ from kernels.blocks import activation_scale_shape, cdiv, weight_scale_shape
 from w8a8_tuner.results.files import write_atomic
 from w8a8_tuner.search.space import Config, distinct_at
 from w8a8_tuner.search.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES, error_note
+
+# GPU architecture (compute capability x 10) by device name, as the engines name devices.
+ARCH_BY_DEVICE = (
+    (r"H100|H200|H800|H20\b|GH200", 90),
+    (r"B200|B300|GB200|GB300", 100),
+    (r"L40|L4\b|L20|RTX_40\d0|Ada", 89),
+    (r"A100|A800|A30\b", 80),
+    (r"A10\b|A10G|A40|A16\b|A2\b|RTX_A\d|RTX_30\d0", 86),
+)
+# Shared memory one program may use (opt-in maximum per block), bytes, by architecture.
+MAX_SHARED_BYTES = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
+
+
+class UnknownArch(ValueError):
+    pass
+
+
+def target_arch(device_name: str) -> int | None:
+    """The architecture to compile for, from the device name; None if the name is not known."""
+    for pattern, arch in ARCH_BY_DEVICE:
+        if re.search(pattern, device_name):
+            return arch
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,6 +65,8 @@ class Point:
     K: int
     block_shape: tuple[int, int]
     out_dtype: str
+    input_type: str = "fp8"     # operand type: fp8 or int8 (kernels.engines)
+    kernel: str = "builtin"     # which Triton function: builtin, vllm or sglang (kernels.engines)
 
 
 @dataclass
@@ -56,42 +91,66 @@ def _placeholder(dtype, shape):
     return Placeholder(dtype, list(shape))
 
 
-def compile_config(point: Point, config: Config) -> CompileResult:
+class _OfflineDriver:
+    """What Triton's launcher asks the driver for, answered without a GPU: compiling then needs
+    only the target (the binary and its cache key are the ones a launch on that GPU uses)."""
+
+    def __init__(self, arch: int):
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+    def is_active(self):
+        return True
+
+
+def use_offline_target(arch: int) -> None:
+    """Make this process compile for `arch` without a GPU (compile processes only: nothing can launch)."""
+    from triton.runtime import driver
+
+    driver.set_active(_OfflineDriver(arch))
+
+
+def compile_config(point: Point, config: Config, arch: int) -> CompileResult:
     """Compile one config for one specialization; classify what went wrong."""
     import torch
-    from triton.compiler.compiler import max_shared_mem
-    from triton.runtime import driver
     from triton.runtime.errors import OutOfResources
 
-    from kernels.block_fp8 import OUT_DTYPES, block_fp8_matmul_kernel, launch_args
+    from kernels import engines
+    from kernels.block_fp8 import OUT_DTYPES, launch_args
+    from kernels.reference import INPUT_DTYPES
 
     M, N, K = point.M, point.N, point.K
-    fp8 = torch.float8_e4m3fn
-    A, B = _placeholder(fp8, (M, K)), _placeholder(fp8, (N, K))
+    operand = INPUT_DTYPES[point.input_type]  # fp8 or int8: Triton specializes on the pointer dtype
+    A, B = _placeholder(operand, (M, K)), _placeholder(operand, (N, K))
     C = _placeholder(OUT_DTYPES[point.out_dtype], (M, N))
     As = _placeholder(torch.float32, activation_scale_shape(M, K, point.block_shape))
     Bs = _placeholder(torch.float32, weight_scale_shape(N, K, point.block_shape))
     try:
-        compiled = block_fp8_matmul_kernel.warmup(
+        compiled = engines.load(point.kernel, point.input_type).warmup(
             *launch_args(A, B, C, As, Bs, point.block_shape), grid=(1,), **config.as_dict())
     except OutOfResources as e:
         return CompileResult(OUT_OF_RESOURCES, error_note(e))
     except Exception as e:  # noqa: BLE001 - any compiler failure is a property of the config
         return CompileResult(COMPILE_ERROR, error_note(e))
-    limit = max_shared_mem(driver.active.get_current_device())
-    if compiled.metadata.shared > limit:
+    # A launch would refuse this (Triton checks it when it loads the binary): no need to try.
+    limit = MAX_SHARED_BYTES.get(arch)
+    if limit is not None and compiled.metadata.shared > limit:
         return CompileResult(OUT_OF_RESOURCES, f"shared memory {compiled.metadata.shared} > {limit} bytes")
     return CompileResult(OK)
 
 
-def _compile_chunk(point: Point, configs: list[Config]) -> list[CompileResult]:
-    results = []
-    for c in configs:
-        t0 = time.perf_counter()
-        r = compile_config(point, c)
-        r.seconds = round(time.perf_counter() - t0, 3)
-        results.append(r)
-    return results
+# compile_fn(point, config, arch) -> CompileResult: compile_config, or the projection's stand-in.
+CompileFn = Callable[[Point, Config, int], CompileResult]
 
 
 def int_args(M: int, N: int, K: int, block_shape) -> tuple[int, ...]:
@@ -111,54 +170,125 @@ def specialization_key(point: Point) -> str:
     """
     ints = int_args(point.M, point.N, point.K, point.block_shape)
     cls = "".join("1" if v == 1 else "x" if v % 16 == 0 else "n" for v in ints)
-    return f"{cls}-{point.out_dtype}"
+    # Another operand type or kernel function is another binary; the defaults keep their old keys.
+    extra = "".join(f"-{v}" for v, default in ((point.input_type, "fp8"), (point.kernel, "builtin")) if v != default)
+    return f"{cls}-{point.out_dtype}{extra}"
 
 
-def _summary_path(point: Point) -> Path | None:
+# --- one config's outcome on disk, shared by every job of the node ---------------------------------
+def outcome_folder(point: Point, arch: int) -> Path:
     cache = os.environ.get("TRITON_CACHE_DIR")
-    return Path(cache) / "w8a8_compiled" / f"{specialization_key(point)}.json" if cache else None
+    if not cache:
+        raise RuntimeError("TRITON_CACHE_DIR is not set: compiled outcomes need the shared cache folder")
+    return Path(cache) / "w8a8_compiled" / f"sm{arch}" / specialization_key(point)
 
 
-def _read_summary(path: Path | None) -> dict[str, CompileResult]:
-    if path is None or not path.exists():
-        return {}
+def _read_outcome(path: Path) -> CompileResult | None:
     try:
-        return {k: CompileResult(**v) for k, v in json.loads(path.read_text()).items()}
-    except (ValueError, TypeError):
-        return {}  # a damaged summary only costs a recompile
+        return CompileResult(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        return None  # a damaged outcome only costs a recompile
 
 
-def precompile(point: Point, configs: list[Config], workers: int) -> dict[Config, CompileResult]:
-    """Compile every config for `point`, `workers` processes at a time.
+def _compile_one(point: Point, config: Config, arch: int, wait_for_lock: bool, compile_fn: CompileFn
+                 ) -> CompileResult | None:
+    """Compile `config` unless another process has or is doing so; None: busy elsewhere, come back later."""
+    folder = outcome_folder(point, arch)
+    done = folder / f"{config.label()}.json"
+    if (known := _read_outcome(done)) is not None:
+        return known
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{config.label()}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait_for_lock else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return None
+        if (known := _read_outcome(done)) is not None:  # finished while we waited
+            return known
+        t0 = time.perf_counter()
+        result = compile_fn(point, config, arch)
+        result.seconds = round(time.perf_counter() - t0, 3)
+        write_atomic(done, json.dumps(vars(result)))
+        return result
+    finally:
+        os.close(fd)  # releases the lock
 
-    Outcomes are remembered per specialization next to Triton's cache, so the
-    next point with the same specialization compiles nothing and does not even
-    start the pool; failed configs are not retried.
-    """
-    summary_path = _summary_path(point)
-    known = _read_summary(summary_path)
-    todo = [c for c in configs if c.label() not in known]
-    if todo:
-        fresh = _compile_all(point, todo, workers)
-        known = {**_read_summary(summary_path), **{c.label(): r for c, r in fresh.items()}}
-        if summary_path is not None:
-            summary_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(summary_path, json.dumps({k: vars(v) for k, v in sorted(known.items())}))
-    return {c: known[c.label()] for c in configs}
+
+def _pool_init(arch: int, env: dict[str, str], offline: bool, all_started=None) -> None:
+    os.environ.update(env)
+    os.environ.pop("TRITON_INTERPRET", None)  # compile processes build real binaries (tests run interpreted)
+    if offline:  # (a stand-in compile function compiles nothing: no triton import)
+        use_offline_target(arch)
+    if all_started is not None:
+        all_started.wait(timeout=600)  # see _pool
 
 
-def _compile_all(point: Point, configs: list[Config], workers: int) -> dict[Config, CompileResult]:
-    if workers <= 1 or len(configs) <= 1:
-        return dict(zip(configs, _compile_chunk(point, configs)))
-    # Interleaved chunks: expensive configs (big tiles, many stages) spread over workers.
-    chunks = [configs[i::workers * 4] for i in range(workers * 4)]
-    chunks = [c for c in chunks if c]
-    ctx = multiprocessing.get_context("spawn")  # no CUDA state may be forked
-    results: dict[Config, CompileResult] = {}
-    with _main_module_hidden(), ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        for chunk, outcome in zip(chunks, pool.map(_compile_chunk, [point] * len(chunks), chunks)):
-            results.update(zip(chunk, outcome))
-    return results
+# A tune worker keeps its pool between points: no process start and no imports per point.
+_POOLS: dict[tuple, ProcessPoolExecutor] = {}
+
+
+def _pool(arch: int, workers: int, compile_fn: CompileFn = compile_config) -> ProcessPoolExecutor:
+    env = {k: os.environ[k] for k in ("TRITON_CACHE_DIR",) if k in os.environ}
+    key = (arch, workers, env.get("TRITON_CACHE_DIR", ""), compile_fn)
+    if key not in _POOLS:
+        # spawn: no CUDA state may be forked; the processes never see a GPU.
+        ctx = multiprocessing.get_context("spawn")
+        with _main_module_hidden():
+            # Processes start on demand, one per submit while none is idle: each waits in its initializer
+            # until all have started, so all start now, while __main__ is hidden (a process started later
+            # would run the main script again: a compile job's Snakemake script fails there).
+            all_started = ctx.Barrier(workers)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
+                                       initargs=(arch, {**env, "CUDA_VISIBLE_DEVICES": ""},
+                                                 compile_fn is compile_config, all_started))
+            for f in [pool.submit(time.sleep, 0) for _ in range(workers)]:
+                f.result()
+        _POOLS[key] = pool
+    return _POOLS[key]
+
+
+def compile_stream(point: Point, configs: Iterable[Config], workers: int, arch: int,
+                   compile_fn: CompileFn = compile_config) -> Iterator[dict[Config, CompileResult]]:
+    """Compile `configs` for `point` and yield their outcomes in batches as they are known: first
+    every outcome already on disk, then whatever has finished since the last batch. Configs another
+    process is compiling are waited for at the end, not compiled twice. `compile_fn` compiles one
+    config in a pool process (a module-level function: it is sent there by name)."""
+    configs = list(configs)
+    folder = outcome_folder(point, arch)
+    known = {c: r for c in configs if (r := _read_outcome(folder / f"{c.label()}.json")) is not None}
+    if known:
+        yield known
+    todo = [c for c in configs if c not in known]
+    if not todo:
+        return
+    pool = _pool(arch, max(1, workers), compile_fn)
+    busy: list[Config] = []
+    for wait_for_lock, batch in ((False, todo), (True, busy)):
+        pending: dict[Future, Config] = {pool.submit(_compile_one, point, c, arch, wait_for_lock, compile_fn): c
+                                       for c in batch}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            out = {}
+            for f in finished:
+                c = pending.pop(f)
+                if (r := f.result()) is None:
+                    busy.append(c)
+                else:
+                    out[c] = r
+            if out:
+                yield out
+
+
+def precompile(point: Point, configs: list[Config], workers: int, arch: int,
+               compile_fn: CompileFn = compile_config) -> dict[Config, CompileResult]:
+    """Compile every config for `point`, `workers` processes at a time; all outcomes at once."""
+    outcomes: dict[Config, CompileResult] = {}
+    for batch in compile_stream(point, configs, workers, arch, compile_fn):
+        outcomes.update(batch)
+    return {c: outcomes[c] for c in configs}
 
 
 @contextlib.contextmanager
@@ -175,10 +305,12 @@ def _main_module_hidden():
         main.__spec__ = spec
 
 
-def compile_for_points(points: list[Point], configs: list[Config], workers: int) -> dict[Config, CompileResult]:
-    """Compile, once, what any of `points` (all of one specialization) will time."""
+def compile_for_points(points: list[Point], configs_at: Callable[[int], Iterable[Config]], workers: int, arch: int,
+                       compile_fn: CompileFn = compile_config) -> dict[Config, CompileResult]:
+    """Compile, once, what any of `points` (all of one specialization) will time; `configs_at(M)`: the
+    configs of the space at batch size M."""
     keys = {specialization_key(p) for p in points}
     if len(keys) != 1:
         raise ValueError(f"points of several specializations given: {sorted(keys)}")
-    needed = sorted({c for p in points for c in distinct_at(configs, p.M)})
-    return precompile(points[0], needed, workers)
+    needed = sorted({c for p in points for c in distinct_at(list(configs_at(p.M)), p.M)})
+    return precompile(points[0], needed, workers, arch, compile_fn)

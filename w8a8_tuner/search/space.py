@@ -43,11 +43,15 @@ class Config:
 assert tuple(f.name for f in fields(Config)) == PARAMS
 
 
-def vllm_default_config(block_shape) -> Config:
+# num_stages of that fallback per operand type: vLLM's fp8_utils.py uses 2, its int8_utils.py 3.
+DEFAULT_NUM_STAGES = {"fp8": 2, "int8": 3}
+
+
+def vllm_default_config(block_shape, *, input_type: str) -> Config:
     """The config vLLM falls back to when no tuned file matches."""
     block_n, block_k = block_shape
     return Config(BLOCK_SIZE_M=64, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=block_k,
-                  GROUP_SIZE_M=32, num_warps=4, num_stages=2)
+                  GROUP_SIZE_M=32, num_warps=4, num_stages=DEFAULT_NUM_STAGES[input_type])
 
 
 def expand(space: dict[str, list[int]]) -> list[Config]:
@@ -73,6 +77,25 @@ def valid_configs(space: dict[str, list[int]], block_shape) -> tuple[Config, ...
     if not configs:
         raise SpaceError("search_space: no valid config is left")
     return configs
+
+
+def configs_at(space: dict[str, list[int]], extra: list[dict], block_shape, M: int | None = None
+               ) -> tuple[Config, ...]:
+    """The configs tuned at batch size M (None: at any M): the cross product of `space`, plus the cross
+    product of each `extra` region (search_space_extra) whose [min_M, max_M] holds M. An extra
+    BLOCK_SIZE_K that does not divide block_k is skipped: the default regions serve every block shape."""
+    configs = set(valid_configs(space, block_shape))
+    for region in extra:
+        if M is None or region["min_M"] <= M <= region["max_M"]:
+            values = {p: region[p] for p in PARAMS}
+            values["BLOCK_SIZE_K"] = [v for v in values["BLOCK_SIZE_K"] if block_shape[1] % v == 0]
+            configs.update(expand(values))
+    return tuple(sorted(configs))
+
+
+def settings_configs(settings: dict, M: int | None = None) -> tuple[Config, ...]:
+    """configs_at for a sweep's result settings (w8a8_tuner.plan.settings)."""
+    return configs_at(settings["search_space"], settings.get("search_space_extra", []), settings["block_shape"], M)
 
 
 def prune_equivalent(configs: list[Config], M: int) -> dict[Config, Config]:

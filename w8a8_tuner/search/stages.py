@@ -5,11 +5,14 @@ Like Triton's autotuner, the search takes what differs between backends as argum
 
 Stages, each on fewer configs and with more care; every number comes from `bench.measure`:
   1. prune     configs whose program order equals another's at this M (exact: same schedule)
-  2. compile   the rest (cached per Triton specialization)
+  2. compile   the rest (outcomes cached per Triton specialization); configs come out in batches
+               as they are compiled, and steps 3 and the first round of 4 run on each batch at once
   3. check     every compiled config runs once on NaN-poisoned output and is compared with the
-               float32 reference; a wrong one is `wrong_result` and never timed
+               float32 reference; a wrong one is `wrong_result` and never timed again (these runs,
+               interleaved behind the held stream, are also the first round of step 4)
   4. estimate  every right config: single launches, `estimate_rounds` interleaved rounds, median; a
                config over `estimate_drop` x the best after the first round gets no more rounds
+               (the first round is interleaved within each compiled batch, the others over all)
   5. screen    configs within `screen_cutoff` x the best estimate plus `screen_slack_us` (at least
                `screen_min`): median of `screen_repeats` rounds of ~`screen_budget_us` batches
   6. remeasure configs within `remeasure_cutoff` of the best screen time (at least `top_k`):
@@ -27,7 +30,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from w8a8_tuner.search.bench import Bench, launches_for
@@ -62,7 +65,8 @@ class NoValidConfig(RuntimeError):
     pass
 
 
-Compiler = Callable[[list[Config]], dict[Config, CompileResult]]
+# compile(configs) yields {config: outcome} batches as configs are compiled (every config exactly once).
+Compiler = Callable[[list[Config]], Iterable[dict[Config, CompileResult]]]
 
 
 def tune_point(workload: Workload, configs: list[Config], settings: SearchSettings, bench: Bench,
@@ -72,34 +76,41 @@ def tune_point(workload: Workload, configs: list[Config], settings: SearchSettin
     clock = _PhaseClock(log)
     N, K, M = workload.N, workload.K, workload.M
 
-    # 1-2. Prune exact duplicates of program order, then compile the rest.
+    # 1-2. Prune exact duplicates of program order; compile the rest. 3. Check the numbers and
+    # 4. time one round of each config as compiled configs come in, so the GPU starts at once.
     rep = prune(configs, M)
     results = {c: Result(c, PRUNED, note=f"same program order as {rep[c].label()} at M={M}")
                for c in configs if rep[c] != c}
     todo = [c for c in configs if rep[c] == c]
-    compiled = compile(todo)
-    results.update({c: Result(c, compiled[c].status, note=compiled[c].note) for c in todo})
-    clock.done(f"compile {len(todo)} configs ({len(configs) - len(todo)} pruned): {_count(results)}")
-
-    # 3. The numbers of every compiled config.
-    checks = workload.check([c for c in todo if results[c].status == OK], corrupt)
-    for c, outcome in checks.items():
-        r = results[c]
-        r.rel_error, r.note = outcome.rel_error, outcome.note
-        if outcome.status:
-            r.status = outcome.status
-        elif not outcome.right:
-            r.status, r.note = WRONG_RESULT, f"relative error {outcome.rel_error:.3g} > {MAX_RELATIVE_ERROR}"
+    launchers, samples, checked = {}, {}, 0
+    for batch in compile(todo):
+        results.update({c: Result(c, r.status, note=r.note) for c, r in batch.items()})
+        compiled_ok = [c for c in todo if c in batch and batch[c].status == OK]
+        # the check's runs are the first timing round too (one launch each, interleaved)
+        checks = workload.check(compiled_ok, corrupt, bench=bench)
+        for c, outcome in checks.items():
+            r = results[c]
+            r.rel_error, r.note = outcome.rel_error, outcome.note
+            if outcome.status:
+                r.status = outcome.status
+            elif not outcome.right:
+                r.status, r.note = WRONG_RESULT, f"relative error {outcome.rel_error:.3g} > {MAX_RELATIVE_ERROR}"
+        checked += len(compiled_ok)
+        right = [c for c in compiled_ok if results[c].status == OK]
+        launchers.update({c: workload.launcher(c) for c in right})
+        samples.update({c: [checks[c].first_us] for c in right if not math.isnan(checks[c].first_us)})
+        untimed = [c for c in right if c not in samples]
+        if untimed:
+            samples.update(zip(untimed, bench.measure([launchers[c] for c in untimed], 1, 1)))
     ok = [c for c in todo if results[c].status == OK]
-    clock.done(f"check {len(checks)} configs: {_count(results)}")
+    clock.done(f"compile {len(todo)} configs ({len(configs) - len(todo)} pruned), check {checked}, "
+               f"time {len(ok)} once: {_count(results)}")
     if not ok:
         first = next((f"; first failure: {r.config.label()}: {r.note}" for r in results.values()
                       if r.status not in (OK, PRUNED) and r.note), "")
         raise NoValidConfig(f"no config ran correctly for N={N} K={K} M={M}: {_count(results)}{first}")
 
-    # 4. First timing of every right config: one round for all, the other rounds for those not far behind.
-    launchers = {c: workload.launcher(c) for c in ok}
-    samples = dict(zip(ok, bench.measure([launchers[c] for c in ok], 1, 1)))
+    # 4. The other rounds of the first timing, interleaved, for the configs not far behind after one.
     best_first = min(s[0] for s in samples.values())
     behind = {c for c in ok if samples[c][0] > best_first * settings.estimate_drop + settings.screen_slack_us}
     more = [c for c in ok if c not in behind]

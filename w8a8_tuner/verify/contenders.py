@@ -60,7 +60,11 @@ def cublas_launcher(workload, out_dtype):
     like any contender's."""
     import torch
 
+    from kernels.reference import FP8
+
     ops, weights = workload.ops, workload.weights
+    if ops.A.dtype != FP8:
+        raise NotImplementedError(f"cuBLAS blockwise scaling takes FP8 operands, not {ops.A.dtype}")
     if tuple(ops.block_shape) != (128, 128):
         raise NotImplementedError(f"cuBLAS blockwise FP8 needs 128x128 blocks, not {list(ops.block_shape)}")
     if not hasattr(torch, "_scaled_mm"):

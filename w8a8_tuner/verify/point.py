@@ -19,7 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from w8a8_tuner import hooks
-from w8a8_tuner.results.naming import compare_file_for, config_file_name, load_config_file, nearest_key, pick_config
+from w8a8_tuner.results.naming import (
+    ENGINES,
+    compare_file_for,
+    config_file_name,
+    engines_reading,
+    load_config_file,
+    nearest_key,
+    pick_config,
+)
 from w8a8_tuner.search.space import Config, vllm_default_config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, WRONG_RESULT, error_note, launch_failure
 from w8a8_tuner.verify.table import CONTENDERS, MISSING, SKIPPED, UNSUPPORTED, add_ratios, write_rows
@@ -59,31 +67,42 @@ class ShapeInputs:
     tsvs: dict[int, str] = field(default_factory=dict)  # the point TSVs the tuned configs came from
     compare: dict[int, Config] | None = None
     compare_file: str = ""
+    compare_engines: str = ""  # whose spelling of the file name compare_file has (vllm, sglang)
     block_shape: tuple[int, int] = (128, 128)
     out_dtype: str = "bfloat16"
+    input_type: str = field(kw_only=True)  # operand type (fp8, int8)
+    kernel: str = field(kw_only=True)      # the Triton function launched (kernels.engines)
     extra: dict = field(default_factory=dict)  # columns copied into every row (device, backend)
 
 
 def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, backend, bench, limits,
-                 corrupt: Callable[[str], bool] | None = None, log: Callable[[str], None] = print) -> dict:
+                 corrupt: Callable[[str], bool] | None = None, log: Callable[[str], None] = print,
+                 compile_workers: int = 1) -> dict:
     from kernels.block_fp8 import OUT_DTYPES
     from kernels.reference import relative_error
     from w8a8_tuner.search.bench import launches_for
+    from w8a8_tuner.search.compile import Point
     from w8a8_tuner.search.workload import Workload
     from w8a8_tuner.verify.contenders import cublas_launcher, spot_check_configs
     from w8a8_tuner.verify.roofline import point_bytes, point_flops, roofline_us
 
     N, K, block_shape = shape.N, shape.K, tuple(shape.block_shape)
     workload = Workload.create(M, N, K, block_shape, shape.out_dtype, backend.device, backend.cache_bytes(),
-                               seed=settings.seed)
+                               seed=settings.seed, input_type=shape.input_type, kernel=shape.kernel)
     tuned = shape.tuned[M] if M in shape.tuned else pick_config(shape.tuned, M)
     configs: dict[str, Config | None] = {
-        "tuned": tuned, "control": tuned, "default": vllm_default_config(block_shape),
+        "tuned": tuned, "control": tuned, "default": vllm_default_config(block_shape, input_type=shape.input_type),
         "compare": pick_config(shape.compare, M) if shape.compare else None,
     }
     spots = (spot_check_configs(shape.tsvs[M], tuned, settings.runner_ups, settings.spot_random,
                                 settings.seed + M) if M in shape.tsvs else [])
     configs.update({f"spot{i + 1}": c for i, c in enumerate(spots)})
+
+    # Compile the contenders in parallel (a cold cache would otherwise compile them one by one at launch).
+    point = Point(M, N, K, block_shape, shape.out_dtype, shape.input_type, shape.kernel)
+    arch = backend.arch(shape.extra.get("device_name", ""))
+    for _ in backend.compiler(point, compile_workers, arch)(sorted({c for c in configs.values() if c is not None})):
+        pass
 
     # Check every Triton contender's numbers at once (contenders sharing a config share its check).
     def corrupt_config(c: Config) -> bool:
@@ -104,7 +123,8 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, backend, 
             outcomes[name] = Outcome(WRONG_RESULT, rel_error=check.rel_error, config=c.label(),
                                      note=f"relative error {check.rel_error:.3g} > {MAX_RELATIVE_ERROR}; not timed")
         else:
-            outcomes[name] = Outcome(OK, rel_error=check.rel_error, config=c.label())
+            note = f"{shape.compare_engines}'s file name" if name == "compare" else ""
+            outcomes[name] = Outcome(OK, rel_error=check.rel_error, config=c.label(), note=note)
             launchers[name] = workload.launcher(c)
 
     if not backend.on_gpu or not settings.cublas:
@@ -177,6 +197,13 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, backend, 
     return row
 
 
+def missing_compare_files(compare_dir: str, N: int, K: int, device_name: str, block_shape, input_type: str) -> str:
+    """Every name compare_dir was searched for, in order (vLLM's spelling, then SGLang's)."""
+    names = dict.fromkeys(config_file_name(N, K, device_name, block_shape, input_type=input_type, engine=e)
+                          for e in ENGINES)
+    return " or ".join(os.path.join(compare_dir, name) for name in names)
+
+
 def _kind(name: str) -> str:
     """The contender group a name belongs to, as the test hook names it."""
     return "spot" if name.startswith("spot") else "tuned" if name == "control" else name
@@ -184,7 +211,8 @@ def _kind(name: str) -> str:
 
 def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, str], compare_dir: str | None,
                device_name: str, block_shape, out_dtype: str, backend_name: str, triton_cache: str,
-               settings: VerifySettings, log: Callable[[str], None] = print) -> None:
+               settings: VerifySettings, log: Callable[[str], None] = print, *, input_type: str,
+               kernel: str, compile_workers: int = 1) -> None:
     """Take a GPU slot (as a tune job does), check the GPU, verify every batch size of the shape's JSON."""
     from w8a8_tuner.jobs import slots
     from w8a8_tuner.jobs.point import check_device
@@ -206,18 +234,23 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, st
                 from w8a8_tuner.verify.roofline import measure_limits
 
                 limits = measure_limits(bench, log)
-        compare_file = compare_file_for(compare_dir, N, K, device_name, block_shape)
+        compare_file = compare_file_for(compare_dir, N, K, device_name, block_shape, input_type=input_type)
+        spelling = " and ".join(engines_reading(os.path.basename(compare_file), N, K, device_name, block_shape,
+                                                input_type=input_type)) if compare_file else ""
         shape = ShapeInputs(
             N=N, K=K, tuned=load_config_file(tuned_json), tsvs=tsvs,
             compare=load_config_file(compare_file) if compare_file else None,
-            compare_file=compare_file or (os.path.join(compare_dir, config_file_name(N, K, device_name, block_shape))
+            compare_file=compare_file or (missing_compare_files(compare_dir, N, K, device_name, block_shape, input_type)
                                           if compare_dir else ""),
-            block_shape=tuple(block_shape), out_dtype=out_dtype,
+            compare_engines=spelling,
+            block_shape=tuple(block_shape), out_dtype=out_dtype, input_type=input_type, kernel=kernel,
             extra={"device_name": device_name, "backend": backend.name})
-        log(f"tuned: {tuned_json}; compare: {compare_file or 'none'}")
+        log(f"tuned: {tuned_json} (kernel {kernel}, input_type {input_type}); compare: "
+            + (f"{compare_file} ({spelling}'s file name)" if compare_file else "none"))
         corrupt = hooks.corrupt_predicate()
         if corrupt:
             log(f"TEST HOOK {hooks.CORRUPT_ENV}: corrupting the output of {os.environ[hooks.CORRUPT_ENV]}")
-        rows = [verify_point(shape, M, settings, backend, bench, limits, corrupt, log) for M in sorted(shape.tuned)]
+        rows = [verify_point(shape, M, settings, backend, bench, limits, corrupt, log, compile_workers)
+                for M in sorted(shape.tuned)]
         write_rows(out_tsv, rows)
         log(f"wrote {out_tsv} in {time.time() - started:.1f} s")

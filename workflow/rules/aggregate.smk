@@ -3,17 +3,21 @@ localrules:
 
 
 rule aggregate:
-    """Merge one shape's per-batch TSVs into the JSON file vLLM and SGLang load, and its manifest."""
+    """Merge one shape's per-batch TSVs into the JSON file(s) vLLM and SGLang load (one per engine
+    spelling of the name, same content), and its manifest."""
     input:
         unpack(lambda wildcards: shape_tsvs(wildcards.N, wildcards.K)),
         stale=stale_marker,
     output:
-        json=report(
-            f"{RESULTS}/configs/{config_file_name('{N}', '{K}', DEVICE, PLAN.block_shape)}",
-            caption="../report/tuned_json.rst",
-            category="Tuned configs",
-            labels={"N": "{N}", "K": "{K}"},
-        ),
+        jsons=[
+            report(
+                f"{RESULTS}/configs/{name}",
+                caption="../report/tuned_json.rst",
+                category="Tuned configs",
+                labels={"N": "{N}", "K": "{K}", "engine": json_engines(name, "{N}", "{K}")},
+            )
+            for name in config_names("{N}", "{K}")
+        ],
         manifest=f"{RESULTS}/aggregate/N{{N}}_K{{K}}.tsv",
     log:
         f"{LOGS}/aggregate/N{{N}}_K{{K}}.log",
@@ -31,4 +35,5 @@ for _tp in PLAN.shapes_by_tp:
             f"tp{_tp}"
         input:
             tp_config_files(_tp),
+            compile_targets(_tp),
         localrule: True

@@ -8,12 +8,12 @@ from snakemake.utils import validate
 from w8a8_tuner.jobs.client import RUN_STARTED_ENV
 from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
 from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
-from w8a8_tuner.plan.config import ConfigFileProblem, deep_update, load_strict, schema_error_message, yaml_values
+from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update, load_strict, schema_error_message, yaml_values
 from w8a8_tuner.plan.settings import result_settings, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
-from w8a8_tuner.results.naming import compare_file_for, config_file_name
-from w8a8_tuner.search.compile import Point, specialization_key
+from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading
+from w8a8_tuner.search.compile import Point, specialization_key, target_arch
 
 
 # --- configuration: files read strictly, --config values as YAML, schema with defaults --------
@@ -32,7 +32,7 @@ def load_config():
 
 
 try:
-    _loaded = load_config()
+    _loaded = apply_aliases(load_config())
 except ConfigFileProblem as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 config.clear()
@@ -42,7 +42,7 @@ try:
 except WorkflowError as e:
     raise WorkflowError(f"Invalid configuration: {schema_error_message(e)}")
 try:
-    PLAN = make_plan(config)
+    PLAN = make_plan(config, given=set(_loaded))  # a block_shape left out yields to model_config's
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
@@ -62,7 +62,7 @@ wildcard_constraints:
     N=r"\d+",
     K=r"\d+",
     M=r"\d+",
-    spec=r"[1nx]+-\w+",
+    spec=r"[1nx]+-[\w-]+",
 
 
 def settings_json():
@@ -73,8 +73,23 @@ def tune_tsv(N, K, M):
     return f"{SWEEP}/N{N}_K{K}/M{M}.tsv"
 
 
+def config_names(N, K):
+    """The shape's JSON file names: one per engine spelling `engine` asks for (both: vLLM's first)."""
+    return config_file_names(N, K, DEVICE, PLAN.block_shape, input_type=PLAN.input_type, engine=PLAN.engine)
+
+
+def config_jsons(N, K):
+    return [f"{RESULTS}/configs/{name}" for name in config_names(N, K)]
+
+
 def config_json(N, K):
-    return f"{RESULTS}/configs/{config_file_name(N, K, DEVICE, PLAN.block_shape)}"
+    """The shape's first JSON (all of them hold the same configs)."""
+    return config_jsons(N, K)[0]
+
+
+def json_engines(name, N, K):
+    """Which engines load the file of this name (a label in the report)."""
+    return ", ".join(engines_reading(name, N, K, DEVICE, PLAN.block_shape, input_type=PLAN.input_type))
 
 
 def manifest(N, K):
@@ -86,11 +101,11 @@ def shape_tsvs(N, K):
 
 
 def tp_config_files(tp):
-    return [config_json(n, k) for n, k in PLAN.shapes_by_tp[tp]]
+    return [path for n, k in PLAN.shapes_by_tp[tp] for path in config_jsons(n, k)]
 
 
 def all_config_files():
-    return [config_json(n, k) for n, k in PLAN.shapes]
+    return [path for n, k in PLAN.shapes for path in config_jsons(n, k)]
 
 
 def output_folders():
@@ -119,7 +134,7 @@ def stale_marker_path(N, K):
 STALE = {}
 if workflow.is_main_process:
     for _n, _k in PLAN.shapes:
-        _why = stale_reason(config_json(_n, _k), manifest(_n, _k), SETTINGS["fingerprint"],
+        _why = stale_reason(config_jsons(_n, _k), manifest(_n, _k), SETTINGS["fingerprint"],
                             {int(m): p for m, p in shape_tsvs(_n, _k).items()})
         if _why:
             STALE[(str(_n), str(_k))] = _why
@@ -128,7 +143,7 @@ if workflow.is_main_process:
                 Path(stale_marker_path(_n, _k)).write_text(f"{_why}\n")
             except OSError as e:
                 raise WorkflowError(f"cannot write {stale_marker_path(_n, _k)}: {e.strerror or e}; "
-                                    f"{config_json(_n, _k)} is stale ({_why}) and must be made again")
+                                    f"{', '.join(config_jsons(_n, _k))} is stale ({_why}) and must be made again")
             print(f"N={_n} K={_k}: the JSON is stale ({_why}); it will be made again", file=sys.stderr)
 
 
@@ -138,7 +153,8 @@ def stale_marker(wildcards):
 
 
 def spec_of(N, K, M):
-    return specialization_key(Point(int(M), int(N), int(K), PLAN.block_shape, PLAN.out_dtype))
+    return specialization_key(Point(int(M), int(N), int(K), PLAN.block_shape, PLAN.out_dtype, PLAN.input_type,
+                                    PLAN.kernel))
 
 
 # Points grouped by Triton specialization: each group is compiled once (rule compile).
@@ -147,11 +163,20 @@ for _n, _k, _m in PLAN.points():
     SPEC_POINTS.setdefault(spec_of(_n, _k, _m), []).append((_n, _k, _m))
 
 
-def compiled_marker(wildcards):
-    """A tune job waits for its specialization's compile job (the interpreter compiles nothing)."""
-    if PLAN.backend == "interpret":
+# The architecture compile jobs build for, from device_name (w8a8_tuner.search.compile); None for a
+# device the table does not know, whose tune jobs then compile for the GPU they find.
+COMPILE_ARCH = target_arch(DEVICE) if PLAN.backend == "cuda" else None
+
+
+def compile_targets(tp=None):
+    """Compile jobs (of one TP size's points, or all): each compiles one specialization ahead of its
+    tune jobs, on the cores they leave. No tune job waits for one (a tune job compiles what it lacks
+    and times configs as they come out); they only make the GPU wait less."""
+    if COMPILE_ARCH is None:
         return []
-    return ancient(f"{SWEEP}/compile/{spec_of(wildcards.N, wildcards.K, wildcards.M)}.tsv")
+    shapes = set(PLAN.shapes if tp is None else PLAN.shapes_by_tp[tp])
+    return sorted({f"{SWEEP}/compile/{spec}.tsv" for spec, points in SPEC_POINTS.items()
+                   if any((n, k) in shapes for n, k, _ in points)})
 
 
 def gpu_slots():
@@ -227,7 +252,8 @@ if any(a == "--report" or a.startswith("--report=") for a in sys.argv) and not a
 def verify_inputs(wildcards):
     inputs = {"tuned": config_json(wildcards.N, wildcards.K)}
     inputs.update({f"M{m}": p for m, p in shape_tsvs(wildcards.N, wildcards.K).items()})
-    compare = compare_file_for(COMPARE_DIR, wildcards.N, wildcards.K, DEVICE, PLAN.block_shape)
+    compare = compare_file_for(COMPARE_DIR, wildcards.N, wildcards.K, DEVICE, PLAN.block_shape,
+                               input_type=PLAN.input_type)
     if compare:
         inputs["compare"] = compare
     return inputs

@@ -22,7 +22,6 @@ rule tune:
     (compile workers, the worker's idle time) re-tunes nothing."""
     input:
         settings=ancient(settings_json()),
-        compiled=compiled_marker,
     output:
         tsv=f"{SWEEP}/N{{N}}_K{{K}}/M{{M}}.tsv",
     log:
@@ -35,6 +34,8 @@ rule tune:
         idle=config["tuning"]["worker_idle_s"],
         points=len(PLAN.points()),
     threads: 1
+    # Before compile jobs: the GPU is the scarce resource, compile jobs take the cores left.
+    priority: 1
     resources:
         gpu=1,
     shell:

@@ -18,9 +18,12 @@ rule verify:
         backend=PLAN.backend,
         block_shape=list(PLAN.block_shape),
         out_dtype=PLAN.out_dtype,
+        input_type=PLAN.input_type,
+        kernel=PLAN.kernel,
         compare_dir=COMPARE_DIR or "",
         settings=config["verify_settings"],
         triton_cache=TRITON_CACHE,
+        compile_workers=compile_workers,
     threads: 1
     resources:
         gpu=1,

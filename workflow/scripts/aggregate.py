@@ -5,7 +5,7 @@ from pathlib import Path
 
 from w8a8_tuner.results.aggregate import aggregate
 from w8a8_tuner.results.tsv import ResultFileError
-from w8a8_tuner.search.space import valid_configs
+from w8a8_tuner.search.space import settings_configs
 
 sm = snakemake  # noqa: F821
 s = sm.params.settings
@@ -15,8 +15,8 @@ with open(sm.log[0], "w") as log:
                 "out_dtype": s["out_dtype"]}
     tsvs = {int(m): path for m, path in sm.input.items() if m.isdigit()}
     try:
-        best = aggregate(tsvs, sm.output.json, sm.output.manifest, expected,
-                         set(valid_configs(s["search_space"], s["block_shape"])))
+        best = aggregate(tsvs, list(sm.output.jsons), sm.output.manifest, expected,
+                         lambda m: set(settings_configs(s, m)))
     except ResultFileError as e:
         print(f"ERROR: {e}", file=log)
         print(f"aggregate N={sm.wildcards.N} K={sm.wildcards.K}: {e} (delete that TSV and run the same "

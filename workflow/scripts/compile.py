@@ -7,11 +7,13 @@ from pathlib import Path
 from w8a8_tuner.search.backend import prepare
 
 sm = snakemake  # noqa: F821
-prepare("cuda", sm.params.triton_cache)  # before triton is imported
+prepare("cuda", sm.params.triton_cache)  # sets the cache folder before triton is imported
 
+from w8a8_tuner import hooks  # noqa: E402
+from w8a8_tuner.plan.settings import variant  # noqa: E402
 from w8a8_tuner.results.files import write_atomic  # noqa: E402
-from w8a8_tuner.search.compile import Point, compile_for_points  # noqa: E402
-from w8a8_tuner.search.space import valid_configs  # noqa: E402
+from w8a8_tuner.search.compile import Point, compile_config, compile_for_points  # noqa: E402
+from w8a8_tuner.search.space import settings_configs  # noqa: E402
 from w8a8_tuner.search.status import STATUSES  # noqa: E402
 
 
@@ -20,12 +22,17 @@ def main():
     with open(sm.log[0], "w", buffering=1) as log:
         t0 = time.perf_counter()
         block_shape = tuple(settings["block_shape"])
-        points = [Point(m, n, k, block_shape, settings["out_dtype"]) for n, k, m in sm.params.points]
-        configs = list(valid_configs(settings["search_space"], block_shape))
-        results = compile_for_points(points, configs, sm.threads)
+        points = [Point(m, n, k, block_shape, settings["out_dtype"], **variant(settings))
+                  for n, k, m in sm.params.points]
+        if hooks.standin_on():  # the projection (benchmarks/projection.py) replays measured compile times
+            from w8a8_tuner.standin import compile_config as compile_fn
+        else:
+            compile_fn = compile_config
+        results = compile_for_points(points, lambda m: settings_configs(settings, m), sm.threads, sm.params.arch,
+                                     compile_fn)
         counts = {s: sum(r.status == s for r in results.values()) for s in STATUSES}
-        print(f"{len(results)} configs for {len(points)} points in {time.perf_counter() - t0:.1f} s "
-              f"with {sm.threads} processes: {counts}", file=log)
+        print(f"{len(results)} configs for {len(points)} points for sm{sm.params.arch} in "
+              f"{time.perf_counter() - t0:.1f} s with {sm.threads} processes: {counts}", file=log)
         rows = ["config\tstatus\tseconds\tnote"]
         rows += [f"{c.label()}\t{r.status}\t{r.seconds}\t{r.note}" for c, r in sorted(results.items())]
         write_atomic(sm.output.tsv, "\n".join(rows) + "\n")

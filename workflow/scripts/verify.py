@@ -16,6 +16,7 @@ with open(sm.log[0], "w", buffering=1) as log_file:
             {int(m[1:]): path for m, path in sm.input.items() if m.startswith("M")},
             sm.params.compare_dir or None, sm.params.device_name, sm.params.block_shape, sm.params.out_dtype,
             sm.params.backend, sm.params.triton_cache, VerifySettings.from_config(sm.params.settings), log=log,
+            input_type=sm.params.input_type, kernel=sm.params.kernel, compile_workers=sm.params.compile_workers,
         )
     except Exception as e:
         log(f"ERROR: {type(e).__name__}: {e}")

@@ -88,13 +88,17 @@ def main() -> None:
     point_rows, timing_rows = [], []
     for N, K, M in parse_points(args.points):
         t0 = time.perf_counter()
+        if args.results:
+            name = config_file_names(N, K, Path(args.results).name, block, input_type=cfg["input_type"],
+                                     engine=cfg["engine"])[0]
+            if not (Path(args.results) / "configs" / name).exists():  # a sweep of other shapes
+                print(f"N={N} K={K} M={M}: skipped, no {name} in {args.results}/configs", flush=True)
+                continue
         point = Point(M, N, K, block, cfg["out_dtype"])
         bench = backend.bench()
         workload = Workload.create(M, N, K, block, cfg["out_dtype"], backend.device, backend.cache_bytes(),
                                    input_type=cfg["input_type"], kernel=cfg["kernel"])
         if args.results:
-            name = config_file_names(N, K, Path(args.results).name, block, input_type=cfg["input_type"],
-                                     engine=cfg["engine"])[0]
             chosen = pick_config(load_config_file(Path(args.results) / "configs" / name), M)
         else:
             report = tune_point(workload, list(space_at(M)), search, bench,

@@ -37,7 +37,7 @@ def main():
                 worker.append(float(f.group(1)) - float(s.group(1)))
     compile_s, compile_n = [], 0
     for log in sorted((logs / "compile").glob("*.log")):
-        m = re.search(r"(\d+) configs for (\d+) points in ([\d.]+) s", log.read_text())
+        m = re.search(r"(\d+) configs for (\d+) points (?:for sm\d+ )?in ([\d.]+) s", log.read_text())
         if m:
             compile_n += int(m.group(1))
             compile_s.append(float(m.group(3)))

@@ -101,3 +101,21 @@ def test_points_of_several_specializations_are_refused(cache):
     with pytest.raises(ValueError, match="several specializations"):
         compile_for_points([POINT, Point(1, 256, 256, (128, 128), "bfloat16")], lambda m: SMALL, workers=1,
                            arch=90)
+
+
+def niceness_of_the_compile_process(point, config, arch):
+    """A compile function that reports its process's CPU priority (module level: sent to the pool by name)."""
+    from w8a8_tuner.search.compile import CompileResult
+
+    return CompileResult("ok", note=str(os.nice(0)))
+
+
+def test_compile_jobs_compile_at_a_lower_cpu_priority_than_tune_jobs(cache):
+    """Compile jobs work ahead (nice); a tune job's own compiles keep the normal priority: the GPU waits on them."""
+    base = os.nice(0)
+    ahead = compile_for_points([POINT], lambda m: SMALL[:1], workers=1, arch=90,
+                               compile_fn=niceness_of_the_compile_process, nice=7)
+    assert int(ahead[SMALL[0]].note) == base + 7
+    (own,) = list(compile_stream(Point(1, 256, 256, (128, 128), "bfloat16"), SMALL[1:], 1, 90,
+                                 niceness_of_the_compile_process))
+    assert int(own[SMALL[1]].note) == base

@@ -111,3 +111,39 @@ def test_device_output_paths(workdir):
     run = snakemake(workdir, "--cores", "2", "--config", "shapes=[[256,512]]", "batch_sizes=[1]")
     assert run.returncode == 0, run.stderr[-3000:]
     assert [p.name for p in (workdir / "results" / DEV / "configs").iterdir()] == [config_json(workdir, 256, 512).name]
+
+
+def test_an_extra_region_tunes_more_configs_where_it_applies_and_the_json_is_made(workdir):
+    """search_space_extra adds configs at its batch sizes only: each TSV holds its own batch size's space and
+    aggregate takes both (the first H200 sweep with the default region failed there at every M > 64)."""
+    region = {"min_M": 1, "max_M": 1, "BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [32], "BLOCK_SIZE_K": [128],
+              "GROUP_SIZE_M": [1], "num_warps": [2], "num_stages": [2]}
+    (workdir / "extra.yaml").write_text(yaml.safe_dump({"shapes": [[256, 512]], "batch_sizes": [1, 16],
+                                                        "search_space_extra": [region]}))
+    run = snakemake(workdir, "--cores", "2", "--configfile", str(workdir / "extra.yaml"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    _, at_1 = read_tsv(tsv(workdir, 256, 512, 1))
+    _, at_16 = read_tsv(tsv(workdir, 256, 512, 16))
+    assert len(at_1) == 5 and len(at_16) == 4
+    assert "M16_N32_K128_G1_w2_s2" in {c.label() for c in at_1["config"]}
+    assert sorted(load_config_file(config_json(workdir, 256, 512))) == [1, 16]
+
+
+def test_compile_jobs_need_no_gpu(workdir):
+    """For a device whose architecture its name gives, compile jobs build real binaries (sm90) on this CPU-only
+    machine, through the real snakemake; no tune job depends on them."""
+    cfg = {"device_name": "NVIDIA_H100_80GB_HBM3", "backend": "cuda", "shapes": [[256, 512]], "batch_sizes": [16],
+           "search_space": {**CONFIG["search_space"], "BLOCK_SIZE_N": [64]}, "search_space_extra": []}
+    (workdir / "gpu.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(workdir / "gpu.yaml"))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_count(dry.stdout + dry.stderr, "compile") == 1 and job_count(dry.stdout + dry.stderr, "tune") == 1
+    run = snakemake(workdir, "compile_all", "--cores", "2", "--configfile", str(workdir / "gpu.yaml"),
+                    env=job_env(workdir, {"CUDA_VISIBLE_DEVICES": ""}))
+    assert run.returncode == 0, run.stderr[-3000:]
+    (table,) = (workdir / "results" / "NVIDIA_H100_80GB_HBM3" / "tune").glob("*/compile/*.tsv")
+    rows = table.read_text().splitlines()[1:]
+    assert len(rows) == 2 and all("\tok\t" in r for r in rows)
+    cache = workdir / "results" / "NVIDIA_H100_80GB_HBM3" / "triton_cache"
+    assert len(list(cache.rglob("*.cubin"))) == 2
+    assert {p.parent.name for p in cache.rglob("w8a8_compiled/*/*")} == {"sm90"}

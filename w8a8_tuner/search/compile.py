@@ -217,8 +217,10 @@ def _compile_one(point: Point, config: Config, arch: int, wait_for_lock: bool, c
         os.close(fd)  # releases the lock
 
 
-def _pool_init(arch: int, env: dict[str, str], offline: bool, all_started=None) -> None:
+def _pool_init(arch: int, env: dict[str, str], offline: bool, nice: int, all_started=None) -> None:
     os.environ.update(env)
+    if nice:
+        os.nice(nice)
     os.environ.pop("TRITON_INTERPRET", None)  # compile processes build real binaries (tests run interpreted)
     if offline:  # (a stand-in compile function compiles nothing: no triton import)
         use_offline_target(arch)
@@ -226,13 +228,16 @@ def _pool_init(arch: int, env: dict[str, str], offline: bool, all_started=None) 
         all_started.wait(timeout=600)  # see _pool
 
 
+# Outcomes this process has read or made, by outcome folder (a worker tunes many points of one folder).
+_SEEN: dict[Path, dict[Config, CompileResult]] = {}
+
 # A tune worker keeps its pool between points: no process start and no imports per point.
 _POOLS: dict[tuple, ProcessPoolExecutor] = {}
 
 
-def _pool(arch: int, workers: int, compile_fn: CompileFn = compile_config) -> ProcessPoolExecutor:
+def _pool(arch: int, workers: int, compile_fn: CompileFn = compile_config, nice: int = 0) -> ProcessPoolExecutor:
     env = {k: os.environ[k] for k in ("TRITON_CACHE_DIR",) if k in os.environ}
-    key = (arch, workers, env.get("TRITON_CACHE_DIR", ""), compile_fn)
+    key = (arch, workers, env.get("TRITON_CACHE_DIR", ""), compile_fn, nice)
     if key not in _POOLS:
         # spawn: no CUDA state may be forked; the processes never see a GPU.
         ctx = multiprocessing.get_context("spawn")
@@ -243,7 +248,7 @@ def _pool(arch: int, workers: int, compile_fn: CompileFn = compile_config) -> Pr
             all_started = ctx.Barrier(workers)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
                                        initargs=(arch, {**env, "CUDA_VISIBLE_DEVICES": ""},
-                                                 compile_fn is compile_config, all_started))
+                                                 compile_fn is compile_config, nice, all_started))
             for f in [pool.submit(time.sleep, 0) for _ in range(workers)]:
                 f.result()
         _POOLS[key] = pool
@@ -251,20 +256,23 @@ def _pool(arch: int, workers: int, compile_fn: CompileFn = compile_config) -> Pr
 
 
 def compile_stream(point: Point, configs: Iterable[Config], workers: int, arch: int,
-                   compile_fn: CompileFn = compile_config) -> Iterator[dict[Config, CompileResult]]:
+                   compile_fn: CompileFn = compile_config, nice: int = 0) -> Iterator[dict[Config, CompileResult]]:
     """Compile `configs` for `point` and yield their outcomes in batches as they are known: first
     every outcome already on disk, then whatever has finished since the last batch. Configs another
     process is compiling are waited for at the end, not compiled twice. `compile_fn` compiles one
-    config in a pool process (a module-level function: it is sent there by name)."""
+    config in a pool process (a module-level function: it is sent there by name); `nice` lowers the
+    pool's CPU priority (compile jobs compile ahead on the cores tune jobs leave idle)."""
     configs = list(configs)
     folder = outcome_folder(point, arch)
-    known = {c: r for c in configs if (r := _read_outcome(folder / f"{c.label()}.json")) is not None}
+    seen = _SEEN.setdefault(folder, {})  # outcomes are final: read each file once per process
+    known = {c: r for c in configs if (r := seen.get(c) or _read_outcome(folder / f"{c.label()}.json")) is not None}
+    seen.update(known)
     if known:
         yield known
     todo = [c for c in configs if c not in known]
     if not todo:
         return
-    pool = _pool(arch, max(1, workers), compile_fn)
+    pool = _pool(arch, max(1, workers), compile_fn, nice)
     busy: list[Config] = []
     for wait_for_lock, batch in ((False, todo), (True, busy)):
         pending: dict[Future, Config] = {pool.submit(_compile_one, point, c, arch, wait_for_lock, compile_fn): c
@@ -279,14 +287,15 @@ def compile_stream(point: Point, configs: Iterable[Config], workers: int, arch: 
                 else:
                     out[c] = r
             if out:
+                seen.update(out)
                 yield out
 
 
 def precompile(point: Point, configs: list[Config], workers: int, arch: int,
-               compile_fn: CompileFn = compile_config) -> dict[Config, CompileResult]:
+               compile_fn: CompileFn = compile_config, nice: int = 0) -> dict[Config, CompileResult]:
     """Compile every config for `point`, `workers` processes at a time; all outcomes at once."""
     outcomes: dict[Config, CompileResult] = {}
-    for batch in compile_stream(point, configs, workers, arch, compile_fn):
+    for batch in compile_stream(point, configs, workers, arch, compile_fn, nice):
         outcomes.update(batch)
     return {c: outcomes[c] for c in configs}
 
@@ -306,11 +315,11 @@ def _main_module_hidden():
 
 
 def compile_for_points(points: list[Point], configs_at: Callable[[int], Iterable[Config]], workers: int, arch: int,
-                       compile_fn: CompileFn = compile_config) -> dict[Config, CompileResult]:
+                       compile_fn: CompileFn = compile_config, nice: int = 0) -> dict[Config, CompileResult]:
     """Compile, once, what any of `points` (all of one specialization) will time; `configs_at(M)`: the
     configs of the space at batch size M."""
     keys = {specialization_key(p) for p in points}
     if len(keys) != 1:
         raise ValueError(f"points of several specializations given: {sorted(keys)}")
     needed = sorted({c for p in points for c in distinct_at(list(configs_at(p.M)), p.M)})
-    return precompile(points[0], needed, workers, arch, compile_fn)
+    return precompile(points[0], needed, workers, arch, compile_fn, nice)

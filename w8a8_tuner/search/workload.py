@@ -64,11 +64,16 @@ class Workload:
         out = self.out if out is None else out
         kernel = self.kernel[(grid_size(self.M, self.N, config.as_dict()),)]
         kwargs = config.as_dict()
-        args = [launch_args(self.ops.A, B, out, self.ops.As, Bs, self.ops.block_shape) for B, Bs in self.weights]
-        copies = len(args)
+        copies = len(self.weights)
+        args: dict[int, tuple] = {}  # built on first use: most launchers run once or a few times, and a
+        # sweep makes ~1000 launchers per point for up to 64 weight copies (host time, not GPU time)
 
         def launch(copy: int) -> torch.Tensor:
-            kernel(*args[copy % copies], **kwargs)
+            k = copy % copies
+            if k not in args:
+                B, Bs = self.weights[k]
+                args[k] = launch_args(self.ops.A, B, out, self.ops.As, Bs, self.ops.block_shape)
+            kernel(*args[k], **kwargs)
             return out
 
         return launch

@@ -163,6 +163,27 @@ for _n, _k, _m in PLAN.points():
     SPEC_POINTS.setdefault(spec_of(_n, _k, _m), []).append((_n, _k, _m))
 
 
+# --- the order of work: every GPU busy from the start, no long point at the end --------------------
+# Tune jobs take specializations one after another, the one with most points first: the first jobs on
+# all GPUs then compile the same configs together (per-config locks) instead of each waiting for a
+# specialization of its own. Within one, the largest points (M x N x K) first, so that the last jobs
+# are short. Compile jobs (priority below every tune job) work ahead on the specializations that come
+# next, in that order; the first one is compiled by the tune jobs themselves.
+SPEC_ORDER = sorted(SPEC_POINTS, key=lambda spec: (-len(SPEC_POINTS[spec]), spec))
+_LARGEST = max((n * k * m for n, k, m in PLAN.points()), default=1)
+
+
+def tune_priority(wildcards):
+    rank = SPEC_ORDER.index(spec_of(wildcards.N, wildcards.K, wildcards.M))
+    size = int(wildcards.N) * int(wildcards.K) * int(wildcards.M) / (_LARGEST + 1)
+    return 1000 * (len(SPEC_ORDER) - rank) + size
+
+
+def compile_priority(wildcards):
+    rank = SPEC_ORDER.index(wildcards.spec)
+    return 0 if rank == 0 else len(SPEC_ORDER) - rank
+
+
 # The architecture compile jobs build for, from device_name (w8a8_tuner.search.compile); None for a
 # device the table does not know, whose tune jobs then compile for the GPU they find.
 COMPILE_ARCH = target_arch(DEVICE) if PLAN.backend == "cuda" else None

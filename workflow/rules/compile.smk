@@ -13,6 +13,7 @@ rule compile:
         triton_cache=TRITON_CACHE,
         arch=COMPILE_ARCH,
     threads: compile_threads()
+    priority: compile_priority
     script:
         "../scripts/compile.py"
 

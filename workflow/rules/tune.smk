@@ -34,8 +34,9 @@ rule tune:
         idle=config["tuning"]["worker_idle_s"],
         points=len(PLAN.points()),
     threads: 1
-    # Before compile jobs: the GPU is the scarce resource, compile jobs take the cores left.
-    priority: 1
+    # Before compile jobs (the GPU is the scarce resource; compile jobs take the cores left), in the
+    # order of work of common.smk (tune_priority).
+    priority: tune_priority
     resources:
         gpu=1,
     shell:

@@ -16,6 +16,8 @@ from w8a8_tuner.search.compile import Point, compile_config, compile_for_points 
 from w8a8_tuner.search.space import settings_configs  # noqa: E402
 from w8a8_tuner.search.status import STATUSES  # noqa: E402
 
+PREFETCH_NICE = 10
+
 
 def main():
     settings = json.loads(Path(sm.input.settings).read_text())
@@ -28,8 +30,9 @@ def main():
             from w8a8_tuner.standin import compile_config as compile_fn
         else:
             compile_fn = compile_config
+        # nice: ahead-of-time work; a tune job compiling what its point lacks keeps the GPU waiting
         results = compile_for_points(points, lambda m: settings_configs(settings, m), sm.threads, sm.params.arch,
-                                     compile_fn)
+                                     compile_fn, nice=PREFETCH_NICE)
         counts = {s: sum(r.status == s for r in results.values()) for s in STATUSES}
         print(f"{len(results)} configs for {len(points)} points for sm{sm.params.arch} in "
               f"{time.perf_counter() - t0:.1f} s with {sm.threads} processes: {counts}", file=log)

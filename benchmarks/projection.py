@@ -508,11 +508,21 @@ def stop_workers(lock_dir: Path) -> None:
     mark = f"{LOCK_DIR_ENV}={lock_dir}".encode()
     workers = [pid for pid in _pids() if b"w8a8_tuner.jobs.worker" in _read(f"/proc/{pid}/cmdline")
                and mark in _read(f"/proc/{pid}/environ").split(b"\0")]
-    for pid in workers + [c for w in workers for c in _descendants(w)]:
+    doomed = workers + [c for w in workers for c in _descendants(w)]
+    for pid in doomed:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + 30  # a kill takes effect asynchronously: wait until they are gone
+    while time.monotonic() < deadline and any(_alive(pid) for pid in doomed):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Still running (a zombie, waiting for its parent to reap it, has ended)."""
+    stat = _read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(b")", 1)[-1].split()[:1] != [b"Z"]
 
 
 def _pids() -> list[int]:

@@ -4,9 +4,9 @@ fake GPUs, with the stand-in (w8a8_tuner.standin) sleeping each compile and each
 import json
 
 import pytest
+from conftest import validated, wait_for, workers_of
 
 from benchmarks.projection import Node, build_costs, run_node, synthetic_costs, write_report
-from tests.conftest import validated, workers_of
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_projection_replays_costs_on_fake_gpus_through_snakemake(tmp_path):
         assert len(list((results / "configs").glob("*.json"))) == 2
         # each config the sweep needs was compiled exactly once, by a compile job or a tune worker
         assert run["compiled_configs"] == len(needed) and run["compiled_twice"] == 0
-        assert not workers_of(wd), "the run's workers were left running"
+        assert wait_for(lambda wd=wd: not workers_of(wd), timeout=30), "the run's workers were left running"
     assert set(runs[1]["slots"]) == {"fake0", "fake1"}, "both fake GPUs took points"
     assert all(s["jobs"] >= 1 for s in runs[1]["slots"].values())
     for field in ("wall_s", "speedup", "gpu_floor_s", "first_tune_job_s", "job_gap_s_median", "busy_min"):

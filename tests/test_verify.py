@@ -94,8 +94,9 @@ def test_verify_tsv_columns_checks_control_and_spot_check(verified):
             assert getattr(row, f"{name}_us") > 0
         assert row.speedup_vs_default == pytest.approx(row.default_us / row.tuned_us, rel=1e-4)
         # the control: the tuned config timed again as its own contender; its difference is the noise
+        # (times are written with 6 significant digits: the ratio recomputed from them is off by up to ~1e-5)
         assert row.control_us > 0 and row.noise_pct == pytest.approx(100 * abs(row.control_us / row.tuned_us - 1),
-                                                                     rel=1e-3, abs=1e-6)
+                                                                     rel=1e-3, abs=2e-3)
         # the spot check: runner-ups and random configs that ran right, from the point's TSV
         from w8a8_tuner.results.tsv import read_tsv
 

@@ -46,6 +46,8 @@ class Backend:
 
         if not self.on_gpu:
             return lambda configs: iter([{c: kcompile.CompileResult(kcompile.OK) for c in configs}])
+        if arch is None:
+            raise ValueError("compiling for a GPU needs its architecture (Backend.arch)")
         return lambda configs: kcompile.compile_stream(point, configs, workers, arch)
 
     def arch(self, device_name: str) -> int | None:

@@ -150,10 +150,10 @@ class StandIn:
 
     def run_point(self, request: dict, log) -> str:
         """w8a8_tuner.jobs.point.run_point with the GPU's work slept: the real compile stream, a valid TSV."""
-        from w8a8_tuner.plan.settings import variant
-        from w8a8_tuner.results.tsv import write_tsv
+        from w8a8_tuner.plan.settings import settings_point
+        from w8a8_tuner.results.tsv import point_meta, write_tsv
         from w8a8_tuner.search.backend import prepare
-        from w8a8_tuner.search.compile import Point, target_arch
+        from w8a8_tuner.search.compile import target_arch
         from w8a8_tuner.search.space import prune_equivalent, settings_configs
 
         s = request["settings"]
@@ -163,26 +163,21 @@ class StandIn:
             self._start_worker(arch, workers, log)
         started = time.time()
         N, K, M = request["N"], request["K"], request["M"]
-        block_shape = tuple(s["block_shape"])
         configs = list(settings_configs(s, M))  # as run_point: the same configs, point and compile stream
         rep = prune_equivalent(configs, M)
         rows = {c: _Row(c, PRUNED, note=f"same program order as {rep[c].label()} at M={M}")
                 for c in configs if rep[c] != c}
         todo = [c for c in configs if rep[c] == c]
         per_config_s, rest_s = self.point_cost(N, K, M)
-        point = Point(M, N, K, block_shape, s["out_dtype"], **variant(s))
+        point = settings_point(s, N, K, M)
         ok = self._first_round(point, todo, workers, arch, per_config_s, rows, log)
         t0 = time.perf_counter()
         self.sleep(rest_s)
         log(f"[{time.perf_counter() - t0:7.2f} s] estimate, screen, re-measure (stand-in: the measured rest)")
 
         best = _made_up_times(ok, rows)
-        meta = {
-            "N": N, "K": K, "M": M, "fingerprint": s["fingerprint"], "device_name": s["device_name"],
-            "backend": s["backend"], "block_shape": list(block_shape), "out_dtype": s["out_dtype"],
-            "timings": "made up (projection stand-in)", "slot": request["slot"], "host": os.uname().nodename,
-            "started": f"{started:.3f}", "finished": f"{time.time():.3f}",
-        }
+        meta = point_meta(s, N, K, M, "made up (projection stand-in)", request["slot"], os.uname().nodename,
+                          started, time.time())
         write_tsv(request["tsv"], meta, [rows[c] for c in configs], best)
         return f"{best.label()} {rows[best].time_us:.2f} us (stand-in)"
 

@@ -46,9 +46,8 @@ def run_point(request: dict, device_index: int | None, log) -> str:
     started = time.time()
     s = request["settings"]
     backend = prepare(s["backend"], request["triton_cache"])  # before triton is imported (below)
-    from w8a8_tuner.plan.settings import variant
-    from w8a8_tuner.results.tsv import write_tsv
-    from w8a8_tuner.search.compile import Point
+    from w8a8_tuner.plan.settings import settings_point, variant
+    from w8a8_tuner.results.tsv import point_meta, write_tsv
     from w8a8_tuner.search.settings import SearchSettings
     from w8a8_tuner.search.space import settings_configs
     from w8a8_tuner.search.stages import tune_point
@@ -65,18 +64,13 @@ def run_point(request: dict, device_index: int | None, log) -> str:
     configs = list(settings_configs(s, M))
     workload = Workload.create(M, N, K, block_shape, s["out_dtype"], backend.device, backend.cache_bytes(),
                                seed=search.seed, **variant(s))
-    point = Point(M, N, K, block_shape, s["out_dtype"], **variant(s))
+    point = settings_point(s, N, K, M)
     corrupt = hooks.corrupt_predicate(request.get("corrupt", ""))
     report = tune_point(workload, configs, search, backend.bench(),
                         backend.compiler(point, int(request["compile_workers"]), backend.arch(s["device_name"])),
                         corrupt=(lambda c: corrupt(c.label())) if corrupt else None, log=log)
-    meta = {
-        "N": N, "K": K, "M": M, "fingerprint": s["fingerprint"], "device_name": s["device_name"],
-        "backend": s["backend"], "block_shape": list(block_shape), "out_dtype": s["out_dtype"],
-        "timings": "meaningless (Triton interpreter on CPU)" if not backend.on_gpu else "GPU, median",
-        "slot": request["slot"], "host": socket.gethostname(),
-        "started": f"{started:.3f}", "finished": f"{time.time():.3f}",
-    }
+    timings = "meaningless (Triton interpreter on CPU)" if not backend.on_gpu else "GPU, median"
+    meta = point_meta(s, N, K, M, timings, request["slot"], socket.gethostname(), started, time.time())
     write_tsv(request["tsv"], meta, report.results, report.best)
     best = next(r for r in report.results if r.config == report.best)
     return f"{report.best.label()} {best.time_us:.2f} us"

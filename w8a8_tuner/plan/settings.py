@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from w8a8_tuner.plan.sweep import Plan
+from w8a8_tuner.search.compile import Point
 from w8a8_tuner.search.settings import SearchSettings
 
 # Bump when the kernel or the search changes what a tuned result means (old results are then re-tuned).
@@ -46,6 +47,11 @@ def result_settings(plan: Plan, tuning: dict) -> dict:
 def variant(settings: dict) -> dict[str, str]:
     """The operand type and kernel a sweep's settings name (a key left out: the value before it existed)."""
     return {key: settings.get(key, before) for key, before in TUNED_BEFORE.items()}
+
+
+def settings_point(settings: dict, N: int, K: int, M: int) -> Point:
+    """The point (what Triton specializes on) of (N, K, M) under a sweep's settings."""
+    return Point(int(M), int(N), int(K), tuple(settings["block_shape"]), settings["out_dtype"], **variant(settings))
 
 
 def verify_settings(result: dict, section: dict, compare_dir: str | None) -> dict:

@@ -27,6 +27,18 @@ class ResultFileError(ValueError):
     pass
 
 
+def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, host: str, started: float,
+               finished: float) -> dict[str, object]:
+    """The header of a tuned point's TSV: the point, the settings it was tuned with (what aggregate checks),
+    and where and when it ran."""
+    return {
+        "N": N, "K": K, "M": M, "fingerprint": settings["fingerprint"], "device_name": settings["device_name"],
+        "backend": settings["backend"], "block_shape": list(settings["block_shape"]),
+        "out_dtype": settings["out_dtype"], "timings": timings, "slot": slot, "host": host,
+        "started": f"{started:.3f}", "finished": f"{finished:.3f}",
+    }
+
+
 def render_tsv(meta: dict[str, object], results: list, best: Config) -> str:
     """Header comments (metadata, winner), the rows, and an end mark that proves the file whole."""
     buf = io.StringIO()

@@ -9,11 +9,11 @@ from w8a8_tuner.jobs.client import RUN_STARTED_ENV
 from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
 from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
 from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update, load_strict, schema_error_message, yaml_values
-from w8a8_tuner.plan.settings import result_settings, settings_text, verify_settings
+from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
 from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading
-from w8a8_tuner.search.compile import Point, specialization_key, target_arch
+from w8a8_tuner.search.compile import specialization_key, target_arch
 
 
 # --- configuration: files read strictly, --config values as YAML, schema with defaults --------
@@ -153,8 +153,7 @@ def stale_marker(wildcards):
 
 
 def spec_of(N, K, M):
-    return specialization_key(Point(int(M), int(N), int(K), PLAN.block_shape, PLAN.out_dtype, PLAN.input_type,
-                                    PLAN.kernel))
+    return specialization_key(settings_point(SETTINGS, N, K, M))
 
 
 # Points grouped by Triton specialization: each group is compiled once (rule compile).

@@ -10,9 +10,9 @@ sm = snakemake  # noqa: F821
 prepare("cuda", sm.params.triton_cache)  # sets the cache folder before triton is imported
 
 from w8a8_tuner import hooks  # noqa: E402
-from w8a8_tuner.plan.settings import variant  # noqa: E402
+from w8a8_tuner.plan.settings import settings_point  # noqa: E402
 from w8a8_tuner.results.files import write_atomic  # noqa: E402
-from w8a8_tuner.search.compile import Point, compile_config, compile_for_points  # noqa: E402
+from w8a8_tuner.search.compile import compile_config, compile_for_points  # noqa: E402
 from w8a8_tuner.search.space import settings_configs  # noqa: E402
 from w8a8_tuner.search.status import STATUSES  # noqa: E402
 
@@ -23,9 +23,7 @@ def main():
     settings = json.loads(Path(sm.input.settings).read_text())
     with open(sm.log[0], "w", buffering=1) as log:
         t0 = time.perf_counter()
-        block_shape = tuple(settings["block_shape"])
-        points = [Point(m, n, k, block_shape, settings["out_dtype"], **variant(settings))
-                  for n, k, m in sm.params.points]
+        points = [settings_point(settings, n, k, m) for n, k, m in sm.params.points]
         if hooks.standin_on():  # the projection (benchmarks/projection.py) replays measured compile times
             from w8a8_tuner.standin import compile_config as compile_fn
         else:

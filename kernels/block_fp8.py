@@ -12,17 +12,26 @@ is both; the operand dtype (kernels.reference.INPUT_DTYPES) picks the variant Tr
 The argument list (and so Triton's specialization of it: which ints are 1 or
 multiples of 16) is the one vLLM launches, so the compiled code we time is the
 code vLLM runs.
+
+SGLang's Hopper variant (`_w8a8_block_fp8_matmul_hopper` + `_reduce_block_fp8_split_k`, chosen on
+sm90 when a config entry carries `SWAP_AB` or `SPLIT_K`) is `block_fp8_matmul_hopper_kernel` +
+`split_k_reduce_kernel` here, with the same launch: a (tiles, SPLIT_K) grid writing fp32 partials
+of shape (SPLIT_K, M, N) that the reduction sums into C (with SPLIT_K = 1 the kernel writes C
+itself), and the K masks only where K is not a multiple of BLOCK_SIZE_K (`needs_masking`).
+`run_block_fp8` launches a config the way each engine does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels.blocks import activation_scale_shape, weight_scale_shape
+from kernels.knobs import KNOBS, SPLIT_K_VALUES, has_knobs
 
 OUT_DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -86,6 +95,94 @@ def block_fp8_matmul_kernel(
     tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
 
 
+@triton.jit
+def block_fp8_matmul_hopper_kernel(
+    A, B, C, As, Bs,
+    M, N, K,
+    group_n, group_k,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    stride_as_m, stride_as_k, stride_bs_k, stride_bs_n,
+    BLOCK_SIZE_M: tl.constexpr,
+    BLOCK_SIZE_N: tl.constexpr,
+    BLOCK_SIZE_K: tl.constexpr,
+    GROUP_SIZE_M: tl.constexpr,
+    needs_masking: tl.constexpr,
+    SWAP_AB: tl.constexpr = False,
+    SPLIT_K: tl.constexpr = 1,
+):
+    # Program (tile, part): `part` sums its share of the K steps into partial `part` of C, which is
+    # then (SPLIT_K, M, N) fp32 (or C itself when SPLIT_K == 1).
+    pid = tl.program_id(axis=0)
+    part = tl.program_id(axis=1)
+    k_steps = tl.cdiv(K, BLOCK_SIZE_K)
+    steps_per_part = tl.cdiv(k_steps, SPLIT_K)
+    first_step = part * steps_per_part
+    end_step = tl.minimum(first_step + steps_per_part, k_steps)
+    C += part * M * N
+
+    tiles_m = tl.cdiv(M, BLOCK_SIZE_M)
+    tiles_n = tl.cdiv(N, BLOCK_SIZE_N)
+    programs_per_group = GROUP_SIZE_M * tiles_n
+    group = pid // programs_per_group
+    group_first_m = group * GROUP_SIZE_M
+    group_rows = min(tiles_m - group_first_m, GROUP_SIZE_M)
+    tile_m = group_first_m + (pid % group_rows)
+    tile_n = (pid % programs_per_group) // group_rows
+
+    rows = (tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)) % M
+    cols = (tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N
+    ks = tl.arange(0, BLOCK_SIZE_K)
+    a_tile = A + rows[:, None] * stride_am + (first_step * BLOCK_SIZE_K + ks)[None, :] * stride_ak
+    b_tile = B + (first_step * BLOCK_SIZE_K + ks)[:, None] * stride_bk + cols[None, :] * stride_bn
+    a_scale_row = As + rows * stride_as_m
+    b_scale_col = Bs + (cols // group_n) * stride_bs_n
+
+    # SWAP_AB: the weight tile takes the MMA's M side (C^T = B^T A^T), for tiny BLOCK_SIZE_M.
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_SIZE_N, BLOCK_SIZE_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.float32)
+    for step in range(first_step, end_step):
+        if needs_masking:
+            k_left = K - step * BLOCK_SIZE_K
+            a = tl.load(a_tile, mask=ks[None, :] < k_left, other=0.0)
+            b = tl.load(b_tile, mask=ks[:, None] < k_left, other=0.0)
+        else:
+            a = tl.load(a_tile)
+            b = tl.load(b_tile)
+        scale_k = (step * BLOCK_SIZE_K) // group_k
+        a_s = tl.load(a_scale_row + scale_k * stride_as_k)
+        b_s = tl.load(b_scale_col + scale_k * stride_bs_k)
+        if SWAP_AB:
+            acc += tl.dot(tl.trans(b), tl.trans(a)).to(tl.float32) * b_s[:, None] * a_s[None, :]
+        else:
+            acc += tl.dot(a, b).to(tl.float32) * a_s[:, None] * b_s[None, :]
+        a_tile += BLOCK_SIZE_K * stride_ak
+        b_tile += BLOCK_SIZE_K * stride_bk
+    if SWAP_AB:
+        acc = tl.trans(acc)
+
+    c = acc.to(C.dtype.element_ty)
+    out_rows = tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    out_cols = tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_tile = C + out_rows[:, None] * stride_cm + out_cols[None, :] * stride_cn
+    tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
+
+
+@triton.jit
+def split_k_reduce_kernel(Parts, Out, ELEMENTS, SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+    """Out (contiguous, M x N = ELEMENTS) = sum of the SPLITS fp32 partials Parts (SPLITS, M, N)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    parts = tl.arange(0, SPLITS)
+    values = tl.load(Parts + parts[:, None] * ELEMENTS + offsets[None, :], mask=offsets[None, :] < ELEMENTS,
+                     other=0.0)
+    tl.store(Out + offsets, tl.sum(values, axis=0), mask=offsets < ELEMENTS)
+
+
+# Elements each program of the split-K reduction sums (SGLang's launch).
+REDUCE_BLOCK = 256
+
+
 def grid_size(M: int, N: int, config: Mapping[str, int]) -> int:
     """Programs of one launch: one per (BLOCK_SIZE_M x BLOCK_SIZE_N) output tile."""
     return triton.cdiv(M, config["BLOCK_SIZE_M"]) * triton.cdiv(N, config["BLOCK_SIZE_N"])
@@ -120,16 +217,90 @@ def launch_args(A, B, C, As, Bs, block_size):
     )
 
 
-def block_fp8_matmul(A, B, As, Bs, block_size, config: Mapping[str, int], out_dtype=torch.bfloat16, out=None):
-    """C = dequant(A, As) @ dequant(B, Bs).T with the given launch parameters (the six keys of an
-    engine's JSON entry: BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps, num_stages)."""
-    check_operands(A, B, As, Bs, block_size)
+@dataclass(frozen=True)
+class Kernels:
+    """The Triton functions one call runs: the plain kernel, and SGLang's Hopper kernel with its reduction
+    (this module's, or an installed engine's: kernels.engines)."""
+
+    plain: object
+    hopper: object = block_fp8_matmul_hopper_kernel
+    reduce: object = split_k_reduce_kernel
+
+
+BUILTIN = Kernels(block_fp8_matmul_kernel)
+
+
+def _declares(fn, name: str) -> bool:
+    return name in getattr(fn, "arg_names", ())
+
+
+def run_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping, args: tuple | None = None) -> None:
+    """One call as the engine makes it: `config` (the six launch parameters, plus SWAP_AB/SPLIT_K for SGLang's
+    Hopper kernel) writes C. `args`: launch_args(A, B, C, As, Bs, block_size), when the caller has them.
+
+    A config with a knob runs the Hopper kernel over a (tiles, SPLIT_K) grid; with SPLIT_K > 1 it writes a
+    fresh fp32 (SPLIT_K, M, N) buffer (allocated per call, as SGLang allocates it) that the reduction sums
+    into C. The engines' newer kernels take `needs_masking` (K not a multiple of BLOCK_SIZE_K) and get it."""
+    M = A.numel() // A.shape[-1]
+    N, K = B.shape
+    six = {k: v for k, v in config.items() if k not in KNOBS}
+    masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
+    if not has_knobs(config):
+        kernel = kernels.plain
+        extra = masking if _declares(kernel, "needs_masking") else {}
+        kernel[(grid_size(M, N, six),)](*(args or launch_args(A, B, C, As, Bs, block_size)), **six, **extra)
+        return
+    split = int(config.get("SPLIT_K", 1))
+    swap = bool(config.get("SWAP_AB", False))
+    parts = C if split == 1 else torch.empty((split, M, N), dtype=torch.float32, device=C.device)
+    hopper_args = launch_args(A, B, parts, As, Bs, block_size)
+    hopper_args = hopper_args[:14] + (C.stride(-2), C.stride(-1)) + hopper_args[16:]  # the engine passes C's strides
+    kernels.hopper[(grid_size(M, N, six), split)](*hopper_args, **six, **masking, SWAP_AB=swap, SPLIT_K=split)
+    if split > 1:
+        kernels.reduce[(triton.cdiv(M * N, REDUCE_BLOCK),)](parts, C, M * N, split, REDUCE_BLOCK)
+
+
+def warmup_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping, parts=None) -> list:
+    """Compile every Triton function one call of `config` runs, without launching, and return them: the
+    plain kernel, or the Hopper kernel and, with SPLIT_K > 1, the reduction. A, B, C, As, Bs may be
+    placeholders (Triton specializes on dtypes, alignment and int values); `parts` stands for the fp32
+    partials (SPLIT_K, M, N) when SPLIT_K > 1."""
+    M = A.numel() // A.shape[-1]
+    N, K = B.shape
+    six = {k: v for k, v in config.items() if k not in KNOBS}
+    masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
+    if not has_knobs(config):
+        extra = masking if _declares(kernels.plain, "needs_masking") else {}
+        return [kernels.plain.warmup(*launch_args(A, B, C, As, Bs, block_size), grid=(1,), **six, **extra)]
+    split = int(config.get("SPLIT_K", 1))
+    target = C if split == 1 else parts
+    args = launch_args(A, B, target, As, Bs, block_size)
+    args = args[:14] + (C.stride(-2), C.stride(-1)) + args[16:]
+    compiled = [kernels.hopper.warmup(*args, grid=(1, 1), **six, **masking,
+                                      SWAP_AB=bool(config.get("SWAP_AB", False)), SPLIT_K=split)]
+    if split > 1:
+        compiled.append(kernels.reduce.warmup(parts, C, M * N, split, REDUCE_BLOCK, grid=(1,)))
+    return compiled
+
+
+def check_config(config: Mapping, block_size) -> None:
+    """What a config must satisfy for this kernel to compute the right product (as errors naming it)."""
     if block_size[1] % config["BLOCK_SIZE_K"]:
         raise ValueError(f"BLOCK_SIZE_K={config['BLOCK_SIZE_K']} does not divide block_k={block_size[1]}")
-    M = A.numel() // A.shape[-1]
+    split = int(config.get("SPLIT_K", 1))
+    if split not in SPLIT_K_VALUES:
+        raise ValueError(f"SPLIT_K={split}: the split-K reduction takes {list(SPLIT_K_VALUES)}")
+
+
+def block_fp8_matmul(A, B, As, Bs, block_size, config: Mapping, out_dtype=torch.bfloat16, out=None,
+                     kernels: Kernels = BUILTIN):
+    """C = dequant(A, As) @ dequant(B, Bs).T with the given launch parameters (an engine's JSON entry:
+    BLOCK_SIZE_M/N/K, GROUP_SIZE_M, num_warps, num_stages, and SGLang's SWAP_AB/SPLIT_K)."""
+    check_operands(A, B, As, Bs, block_size)
+    check_config(config, block_size)
     N = B.shape[0]
     C = out if out is not None else A.new_empty((*A.shape[:-1], N), dtype=out_dtype)
-    block_fp8_matmul_kernel[(grid_size(M, N, config),)](
-        *launch_args(A, B, C, As, Bs, block_size), **config
-    )
+    if has_knobs(config) and not C.is_contiguous():
+        raise ValueError("the split-K reduction writes C as one contiguous M x N block")
+    run_block_fp8(kernels, A, B, C, As, Bs, block_size, config)
     return C

@@ -58,7 +58,8 @@ CASES = [
     ("unknown engine", lambda c: c.update(engine="trtllm"), ["engine: 'trtllm' is not one of ['vllm', 'sglang'"]),
     ("unknown kernel", lambda c: c.update(kernel="cutlass"), ["kernel: 'cutlass' is not one of"]),
     ("engine kernel not installed", lambda c: c.update(kernel="sglang"),
-     ["kernel: 'sglang' with input_type: 'fp8': cannot import sglang.srt.layers.quantization.fp8_kernel."
+     ["kernel: 'sglang' with input_type: 'fp8': cannot import sglang.kernels.ops.quantization.fp8_kernel."
+      "_w8a8_block_fp8_matmul or sglang.srt.layers.quantization.fp8_kernel."
       "_w8a8_block_fp8_matmul", "or set kernel: builtin"]),
     ("zero dimension", lambda c: c.update(shapes=[[0, 256]]), ["shapes[0][0]: 0 is less than the minimum"]),
     ("negative dimension", lambda c: c.update(shapes=[[256, -1]]), ["shapes[0][1]: -1 is less than the minimum"]),

@@ -24,9 +24,9 @@ from w8a8_tuner.search.space import Config
 
 FAKE_ENGINES = REPO / "tests" / "fake_engines"
 H100 = "NVIDIA_H100_80GB_HBM3"
-# Settings of results tuned before input_type and kernel existed (the defaults then: vLLM's space alone),
-# and the fingerprint those results have.
-EARLIER = {"device_name": H100, "search_space_extra": []}
+# Settings of results tuned before input_type and kernel existed (the defaults then: vLLM's space alone, no
+# prune rule), and the fingerprint those results have.
+EARLIER = {"device_name": H100, "search_space_extra": [], "tuning": {"prune_accumulators": 0}}
 EARLIER_FINGERPRINT = "9f86d48c3582"
 
 
@@ -61,6 +61,7 @@ def test_engine_kernel_not_installed_stops_the_plan_naming_key_value_and_import(
         make_plan(validated(kernel="sglang", input_type="int8", device_name=H100))
     text = str(err.value)
     assert text.startswith("kernel: 'sglang' with input_type: 'int8': cannot import "
+                           "sglang.kernels.ops.quantization.int8_kernel._w8a8_block_int8_matmul or "
                            "sglang.srt.layers.quantization.int8_kernel._w8a8_block_int8_matmul")
     assert sys.executable in text and "kernel: builtin" in text
 
@@ -151,11 +152,11 @@ def test_every_json_of_a_shape_is_recorded_and_checked(tmp_path):
     vllm, sglang = (tmp_path / n for n in config_file_names(256, 512, "dev", (128, 128), input_type="fp8",
                                                             engine="both"))
     manifest = tmp_path / "m.tsv"
-    best = aggregate(tsvs, [vllm], manifest, EXPECTED, lambda m: set(CONFIGS))
+    best = aggregate(tsvs, {vllm: False}, manifest, EXPECTED, lambda m: set(CONFIGS))
     sglang.write_text(vllm.read_text())
     # engine: vllm -> both: the SGLang file on disk was not written for these results
     assert stale_reason([vllm, sglang], manifest, "abc", tsvs) == f"no record of writing {sglang.name}"
-    assert aggregate(tsvs, [vllm, sglang], manifest, EXPECTED, lambda m: set(CONFIGS)) == best
+    assert aggregate(tsvs, {vllm: False, sglang: True}, manifest, EXPECTED, lambda m: set(CONFIGS)) == best
     assert load_config_file(vllm) == load_config_file(sglang) == best
     assert list(read_manifest(manifest)[1]) == [str(vllm), str(sglang)]
     assert stale_reason([vllm, sglang], manifest, "abc", tsvs) is None

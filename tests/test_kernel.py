@@ -93,3 +93,66 @@ def test_bad_scale_shape_rejected():
     with pytest.raises(ValueError, match="Bs has shape"):
         block_fp8_matmul(ops.A, ops.B, ops.As, ops.Bs[:, :1], (128, 128),
                          vllm_default_config((128, 128), input_type="fp8").as_dict())
+
+
+# --- SGLang's Hopper kernel (SWAP_AB, SPLIT_K) and its split-K reduction -------------------------------
+
+# (M, N, K, block_shape): decode sizes, ragged N and K (K not a multiple of BLOCK_SIZE_K: the masked loads),
+# a split finer than K's steps (parts that sum nothing), and [32, 32] blocks.
+HOPPER_CASES = [(1, 256, 512, (128, 128)), (3, 96, 300, (128, 128)), (20, 192, 640, (128, 128)),
+                (2, 160, 288, (32, 32)), (5, 64, 96, (32, 32))]
+
+
+@pytest.mark.parametrize("M,N,K,block_shape", HOPPER_CASES)
+@pytest.mark.parametrize("swap", [False, True])
+def test_hopper_kernel_every_split_matches_the_reference(M, N, K, block_shape, swap):
+    """Both MMA orientations and every split the reduction takes, against the float32 reference, output
+    poisoned first; SPLIT_K > 1 goes through the fp32 partials and the reduction kernel."""
+    ops = random_operands(M, N, K, block_shape, device=DEVICE, input_type="fp8")
+    ref = reference_matmul(ops)
+    block_k = min(64, block_shape[1])
+    for split, out_dtype in ((1, "bfloat16"), (2, "float32"), (4, "bfloat16"), (8, "float16"), (16, "bfloat16")):
+        config = Config(16, 32, block_k, 1, 4, 2, SWAP_AB=swap, SPLIT_K=split).as_dict()
+        out = torch.full((M, N), math.nan, dtype=OUT_DTYPES[out_dtype], device=DEVICE)
+        block_fp8_matmul(ops.A, ops.B, ops.As, ops.Bs, block_shape, config, OUT_DTYPES[out_dtype], out=out)
+        assert torch.isfinite(out.float()).all(), f"{config}: unwritten (NaN) outputs remain"
+        limit = {"bfloat16": 8e-3, "float16": 2e-3, "float32": 1e-3}[out_dtype]
+        assert relative_error(out, ref) < limit, f"{config} {out_dtype}: {relative_error(out, ref):.2e}"
+
+
+def test_the_split_k_reduction_sums_the_partials():
+    from kernels.block_fp8 import REDUCE_BLOCK, split_k_reduce_kernel
+
+    for splits, (M, N) in ((2, (1, 300)), (16, (7, 96)), (4, (3, 1000))):
+        parts = torch.randn(splits, M, N, device=DEVICE)
+        out = torch.full((M, N), math.nan, dtype=torch.float32, device=DEVICE)
+        split_k_reduce_kernel[(-(-M * N // REDUCE_BLOCK),)](parts, out, M * N, splits, REDUCE_BLOCK)
+        assert torch.allclose(out, parts.sum(0), atol=1e-5), (splits, M, N)
+
+
+def test_a_wrong_split_would_be_caught():
+    """The check has teeth for the Hopper path too: a part's scale wrong is a wrong result."""
+    ops = random_operands(1, 256, 512, (128, 128), device=DEVICE, input_type="fp8")
+    Bs = ops.Bs.clone()
+    Bs[:, 3] *= 2  # the K group the last of four parts sums
+    out = block_fp8_matmul(ops.A, ops.B, ops.As, Bs, (128, 128), Config(16, 64, 128, 1, 4, 2, SPLIT_K=4).as_dict())
+    assert relative_error(out, reference_matmul(ops)) > MAX_RELATIVE_ERROR
+
+
+def test_the_engines_selection_rule():
+    """SGLang runs its Hopper kernel on sm90 and only for an entry that carries a knob; vLLM never."""
+    from kernels.knobs import has_knobs, runs_hopper_kernel
+
+    plain = Config(16, 64, 128, 1, 4, 3).as_dict()
+    for entry, knobs in ((plain, False), ({**plain, "SPLIT_K": 1, "SWAP_AB": False}, False),
+                         ({**plain, "SWAP_AB": True}, True), ({**plain, "SPLIT_K": 2}, True)):
+        assert has_knobs(entry) is knobs
+        assert runs_hopper_kernel(entry, 90) is knobs
+        assert runs_hopper_kernel(entry, 89) is False and runs_hopper_kernel(entry, 100) is False
+
+
+def test_a_split_the_reduction_cannot_take_is_refused():
+    ops = random_operands(1, 128, 256, (128, 128), device=DEVICE, input_type="fp8")
+    with pytest.raises(ValueError, match=r"SPLIT_K=3: the split-K reduction takes \[1, 2, 4, 8, 16\]"):
+        block_fp8_matmul(ops.A, ops.B, ops.As, ops.Bs, (128, 128), {**Config(16, 64, 128, 1, 4, 2).as_dict(),
+                                                                     "SPLIT_K": 3})

@@ -38,7 +38,7 @@ def test_round_trip_and_aggregate_with_manifest(tmp_path):
         tsvs[M] = str(tmp_path / f"M{M}.tsv")
         best[M] = fake_point(tsvs[M], M, rng)
     out, manifest = tmp_path / "out.json", tmp_path / "manifest.tsv"
-    assert aggregate(tsvs, [out], manifest, EXPECTED, lambda m: set(CONFIGS)) == best
+    assert aggregate(tsvs, {out: False}, manifest, EXPECTED, lambda m: set(CONFIGS)) == best
     assert load_config_file(out) == best
     assert stale_reason([out], manifest, "abc", tsvs) is None
 
@@ -83,7 +83,7 @@ def test_impossible_value_in_any_row_is_refused(tmp_path, column, value, needle)
     loser = next(c for c in CONFIGS if c != best)
     edit_row(path, loser, column, value)
     with pytest.raises(ResultFileError, match=needle) as err:
-        aggregate({1: str(path)}, [tmp_path / "o.json"], tmp_path / "m.tsv", EXPECTED,
+        aggregate({1: str(path)}, {tmp_path / "o.json": False}, tmp_path / "m.tsv", EXPECTED,
                   (lambda m: set(CONFIGS)) if column != "BLOCK_SIZE_M" else None)
     assert str(path) in str(err.value)
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "m.tsv").exists()
@@ -105,7 +105,7 @@ def test_truncated_file_is_refused(tmp_path):
     path.write_text(text[: len(text) // 2])
     out = tmp_path / "out.json"
     with pytest.raises(ResultFileError, match=f"{path}: truncated"):
-        aggregate({1: str(path)}, [out], tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
+        aggregate({1: str(path)}, {out: False}, tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
     assert not out.exists()
 
 
@@ -123,9 +123,10 @@ def test_header_mismatch_is_refused(tmp_path):
     path = tmp_path / "M1.tsv"
     fake_point(path, 1, random.Random())
     with pytest.raises(ResultFileError, match="header says M='1', expected 2"):
-        aggregate({2: str(path)}, [tmp_path / "o.json"], tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
+        aggregate({2: str(path)}, {tmp_path / "o.json": False}, tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
     with pytest.raises(ResultFileError, match="header says fingerprint='abc', expected 'other'"):
-        aggregate({1: str(path)}, [tmp_path / "o.json"], tmp_path / "m.tsv", {**EXPECTED, "fingerprint": "other"})
+        aggregate({1: str(path)}, {tmp_path / "o.json": False}, tmp_path / "m.tsv",
+                  {**EXPECTED, "fingerprint": "other"})
 
 
 def test_config_set_must_match_search_space(tmp_path):
@@ -143,7 +144,7 @@ def test_stale_reasons(tmp_path):
         fake_point(p, M, rng)
     out, manifest = tmp_path / "out.json", tmp_path / "m.tsv"
     assert stale_reason([out], manifest, "abc", tsvs) is None  # no JSON yet: made anyway
-    aggregate(tsvs, [out], manifest, EXPECTED, lambda m: set(CONFIGS))
+    aggregate(tsvs, {out: False}, manifest, EXPECTED, lambda m: set(CONFIGS))
     assert stale_reason([out], manifest, "abc", tsvs) is None
     assert "other settings" in stale_reason([out], manifest, "xyz", tsvs)
     assert "batch sizes [1, 16], now [1]" in stale_reason([out], manifest, "abc", {1: tsvs[1]})
@@ -176,7 +177,7 @@ def test_each_batch_size_is_checked_against_the_space_at_that_batch_size(tmp_pat
                           stage="remeasure") for c in configs]
         write_tsv(tsvs[M], {**EXPECTED, "M": M}, results, min(results, key=lambda r: r.time_us).config)
     space_at = {16: set(CONFIGS) | {extra}, 128: set(CONFIGS)}
-    best = aggregate(tsvs, [tmp_path / "o.json"], tmp_path / "m.tsv", EXPECTED, space_at.__getitem__)
+    best = aggregate(tsvs, {tmp_path / "o.json": False}, tmp_path / "m.tsv", EXPECTED, space_at.__getitem__)
     assert set(best) == {16, 128}
     with pytest.raises(ResultFileError, match="M128.tsv: configs differ from the search space .1 missing"):
-        aggregate(tsvs, [tmp_path / "o2.json"], tmp_path / "m2.tsv", EXPECTED, lambda m: space_at[16])
+        aggregate(tsvs, {tmp_path / "o2.json": False}, tmp_path / "m2.tsv", EXPECTED, lambda m: space_at[16])

@@ -111,7 +111,7 @@ EXACT = {"estimate": (1.0, 1.0), "screen": (1.0, 1.0), "remeasure": (1.0, 1.0)}
 def test_measured_stage_errors_never_lose_the_winner(seed):
     true_us = space(200, seed)
     s = Scripted(true_us, MEASURED, seed=seed)
-    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                      log=lambda m: None)
     best = min(true_us, key=true_us.get)
     assert true_us[rep.best] <= true_us[best] * 1.006  # within the re-measure's own noise
@@ -125,7 +125,7 @@ def test_a_tighter_screen_would_lose_it():
     for seed in range(40):
         true_us = space(200, seed)
         s = Scripted(true_us, MEASURED, seed=seed)
-        rep = tune_point(s, list(true_us), tight, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+        rep = tune_point(s, list(true_us), tight, s, compile_all, prune=lambda cs, M, K: {},
                          log=lambda m: None)
         lost += true_us[rep.best] > min(true_us.values()) * 1.006
     assert lost > 5
@@ -138,13 +138,13 @@ def test_slack_keeps_a_tiny_kernel_whose_first_timing_is_off_by_a_launch_gap():
     s = Scripted(true_us, EXACT,
                  disturb=lambda stage, c, call: (1.0 + 1.5 / 4.0) if stage == "estimate" and c == winner else 1.0)
     settings = SearchSettings(**{**DEFAULTS.as_dict(), "screen_min": 1, "screen_cutoff": 1.3})
-    rep = tune_point(s, list(true_us), settings, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), settings, s, compile_all, prune=lambda cs, M, K: {},
                      log=lambda m: None)
     assert rep.best == winner
     no_slack = SearchSettings(**{**settings.as_dict(), "screen_slack_us": 0.0, "screen_cutoff": 1.05})
     s = Scripted(true_us, EXACT,
                  disturb=lambda stage, c, call: (1.0 + 1.5 / 4.0) if stage == "estimate" and c == winner else 1.0)
-    assert tune_point(s, list(true_us), no_slack, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    assert tune_point(s, list(true_us), no_slack, s, compile_all, prune=lambda cs, M, K: {},
                       log=lambda m: None).best != winner
 
 
@@ -157,7 +157,7 @@ def test_a_disturbed_remeasure_is_caught_and_measured_again():
     log = []
     first_remeasure = 3  # estimate, estimate (the rounds after the first), screen, then the re-measure
     s = Scripted(true_us, EXACT, disturb=lambda stage, c, call: 1.14 if call == first_remeasure and c == s5 else 1.0)
-    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                      log=log.append)
     assert rep.best == s5
     assert s.stages()[-3:] == ["screen", "remeasure", "remeasure"] and set(s.calls[-1][1]) == {s4, s5}
@@ -169,7 +169,7 @@ def test_a_disturbed_remeasure_is_caught_and_measured_again():
 def test_no_second_remeasure_when_the_stages_agree():
     true_us = space(50, 7)
     s = Scripted(true_us, MEASURED, seed=7)
-    tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                log=lambda m: None)
     assert s.stages() == ["estimate", "estimate", "screen", "remeasure"]
 
@@ -179,7 +179,7 @@ def test_configs_far_behind_after_one_round_get_no_more():
     true_us = {Config(16 * (1 + i % 8), 32, 128, 1 + i // 8, 4, 2): (700.0 if i < 20 else 700.0 * (3 + i % 5))
                for i in range(100)}
     s = Scripted(true_us, MEASURED, seed=1)
-    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                      log=lambda m: None)
     (_, first, one), (_, rest, more) = s.calls[:2]
     assert len(first) == 100 and one == 1 and more == DEFAULTS.estimate_rounds - 1
@@ -192,7 +192,7 @@ def test_configs_far_behind_after_one_round_get_no_more():
 def test_stage_notes_and_tsv_fields():
     true_us = space(60, 3)
     s = Scripted(true_us, MEASURED, seed=3)
-    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                      log=lambda m: None)
     stages = {r.stage for r in rep.results}
     assert stages == {"estimate", "screen", "remeasure"}
@@ -214,7 +214,7 @@ def test_an_exact_tie_gives_the_winner_the_tsv_lists_first(tmp_path):
     true_us = {g16: 88.0, g32: 88.0, **{Config(64, 64, 128, 1, 4, k): 95.0 + k for k in (2, 3, 4)}}
     # the screen ranks the larger config first; the re-measure ties them exactly
     s = Scripted(true_us, EXACT, disturb=lambda stage, c, call: 0.99 if stage == "screen" and c == g32 else 1.0)
-    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                      log=lambda m: None)
     assert rep.best == g16
     path = tmp_path / "M1536.tsv"
@@ -243,7 +243,7 @@ def test_streamed_batches_are_checked_and_timed_before_the_next_batch_is_compile
             asked.append(len(s.calls))
             yield {c: CompileResult("ok") for c in batch}
 
-    rep = tune_point(s, configs, DEFAULTS, s, streamed, prune=lambda cs, M: {c: c for c in cs}, log=lambda m: None)
+    rep = tune_point(s, configs, DEFAULTS, s, streamed, prune=lambda cs, M, K: {}, log=lambda m: None)
     assert asked == list(range(len(batches)))  # one first-round timing per batch, before the next batch
     assert [sorted(c) for _, c, _ in s.calls[:len(batches)]] == [sorted(b) for b in batches]
     assert len(rep.results) == len(configs) and {r.status for r in rep.results} == {"ok"}
@@ -259,7 +259,7 @@ def test_a_batch_of_failed_compiles_times_nothing():
         yield {c: CompileResult("out_of_resources", "shared memory") for c in configs[:4]}
         yield {c: CompileResult("ok") for c in configs[4:]}
 
-    rep = tune_point(s, configs, DEFAULTS, s, streamed, prune=lambda cs, M: {c: c for c in cs}, log=lambda m: None)
+    rep = tune_point(s, configs, DEFAULTS, s, streamed, prune=lambda cs, M, K: {}, log=lambda m: None)
     status = {r.config: r.status for r in rep.results}
     assert [status[c] for c in configs[:4]] == ["out_of_resources"] * 4
     assert all(c not in configs[:4] for _, batch, _ in s.calls for c in batch)
@@ -311,7 +311,7 @@ def test_configs_the_check_did_not_time_are_timed_before_the_estimate():
         c: (CheckOutcome(rel_error=0.003) if c in untimed else o)
         for c, o in real_check([c for c in configs if c not in untimed], corrupt, bench).items()
     } | {c: CheckOutcome(rel_error=0.003) for c in configs if c in untimed}
-    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M: {c: c for c in cs},
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {},
                      log=lambda m: None)
     first_two = [set(batch) for _, batch, _ in s.calls[:2]]
     assert first_two == [set(true_us) - set(untimed), set(untimed)]

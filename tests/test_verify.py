@@ -214,22 +214,23 @@ def test_spot_check_takes_runner_ups_then_random_right_configs(tmp_path):
     best = finalists[0].config
     path = tmp_path / "M1.tsv"
     write_tsv(path, {"M": 1}, results, best)
-    picked = contenders.spot_check_configs(path, best, runner_ups=4, random_k=5, seed=1)
+    picked = contenders.spot_check_configs(path, {best}, runner_ups=4, random_k=5, seed=1)
     assert picked[:3] == [r.config for r in finalists[1:]]  # the other finalists, fastest first
     screened = sorted((r for r in results if r.stage == "screen"), key=lambda r: r.time_us)
     assert picked[3] == screened[0].config
     assert len(picked) == 9 and len(set(picked)) == 9 and best not in picked
     wrong = {r.config for r in results if r.status != "ok"}
     assert not wrong & set(picked)
-    assert contenders.spot_check_configs(path, best, 4, 5, seed=1) == picked  # reproducible
+    assert contenders.spot_check_configs(path, {best}, 4, 5, seed=1) == picked  # reproducible
 
 
 def test_ratios_control_and_regret():
     row = {"tuned_status": "ok", "tuned_us": 10.0, "default_status": "ok", "default_us": 20.0,
            "compare_status": "missing", "compare_us": math.nan, "cublas_status": "ok", "cublas_us": 5.0,
-           "roofline_us": 2.0, "control_us": 10.1, "spot_best_us": 9.5}
+           "plain_status": "ok", "plain_us": 25.0, "roofline_us": 2.0, "control_us": 10.1, "spot_best_us": 9.5}
     add_ratios(row)
     assert row["speedup_vs_default"] == 2.0 and math.isnan(row["speedup_vs_compare"])
+    assert row["speedup_vs_plain"] == 2.5
     assert row["speedup_vs_cublas"] == 0.5 and row["pct_roofline"] == pytest.approx(20.0)
     assert row["noise_pct"] == pytest.approx(1.0) and row["regret"] == pytest.approx(10 / 9.5)
     row.update(tuned_status="wrong_result")

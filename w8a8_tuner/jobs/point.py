@@ -49,7 +49,7 @@ def run_point(request: dict, device_index: int | None, log) -> str:
     from w8a8_tuner.plan.settings import settings_point, variant
     from w8a8_tuner.results.tsv import point_meta, write_tsv
     from w8a8_tuner.search.settings import SearchSettings
-    from w8a8_tuner.search.space import settings_configs
+    from w8a8_tuner.search.space import pruned_at, settings_configs
     from w8a8_tuner.search.stages import tune_point
     from w8a8_tuner.search.workload import Workload
 
@@ -68,9 +68,10 @@ def run_point(request: dict, device_index: int | None, log) -> str:
     corrupt = hooks.corrupt_predicate(request.get("corrupt", ""))
     report = tune_point(workload, configs, search, backend.bench(),
                         backend.compiler(point, int(request["compile_workers"]), backend.arch(s["device_name"])),
+                        prune=lambda cs, m, k: pruned_at(cs, m, k, search.prune_accumulators),
                         corrupt=(lambda c: corrupt(c.label())) if corrupt else None, log=log)
     timings = "meaningless (Triton interpreter on CPU)" if not backend.on_gpu else "GPU, median"
     meta = point_meta(s, N, K, M, timings, request["slot"], socket.gethostname(), started, time.time())
-    write_tsv(request["tsv"], meta, report.results, report.best)
+    write_tsv(request["tsv"], meta, report.results, report.best, report.best_plain)
     best = next(r for r in report.results if r.config == report.best)
     return f"{report.best.label()} {best.time_us:.2f} us"

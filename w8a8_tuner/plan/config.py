@@ -82,6 +82,10 @@ def schema_error_message(error: Exception) -> str:
     cause = error if hasattr(error, "absolute_path") else error.__context__
     if not hasattr(cause, "absolute_path") or not hasattr(cause, "message"):
         return str(error)
+    if cause.validator in ("oneOf", "anyOf") and cause.context:
+        # A value no branch accepts: report the branch of the value's own kind (a list: what is wrong in it),
+        # the error deepest inside the value, rather than "not of type string" from another branch.
+        cause = max(cause.context, key=lambda e: (e.validator != "type", len(e.absolute_path)))
     key = ""
     for part in cause.absolute_path:
         key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
@@ -96,10 +100,14 @@ def schema_error_message(error: Exception) -> str:
 
 def apply_aliases(config: dict) -> dict:
     """`search_space: vllm` (the engines' 1280 configs, nothing more) as the schema's keys: no values given
-    (the schema's defaults are vLLM's) and no extra region. Call before the schema fills in defaults."""
+    (the schema's defaults are vLLM's), no extra region and no prune rule (unless tuning.prune_accumulators
+    is given). Call before the schema fills in defaults."""
     if config.get("search_space") == "vllm":
         if config.get("search_space_extra"):
             raise ConfigFileProblem("search_space: vllm excludes search_space_extra (it is vLLM's space alone); "
                                     "drop one of them")
         config["search_space"], config["search_space_extra"] = {}, []
+        tuning = config.get("tuning")
+        if tuning is None or isinstance(tuning, dict):
+            config["tuning"] = {"prune_accumulators": 0, **(tuning or {})}
     return config

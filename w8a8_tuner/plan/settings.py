@@ -37,7 +37,7 @@ def result_settings(plan: Plan, tuning: dict) -> dict:
         "search_space": plan.search_space,
         # only where there is one, so that vLLM's space alone keeps the fingerprint it always had
         **({"search_space_extra": [dict(r) for r in plan.space_extra]} if plan.space_extra else {}),
-        "search": SearchSettings.from_tuning(tuning).as_dict(),
+        "search": SearchSettings.from_tuning(tuning).fingerprinted(),
         **{key: value for key, value in (("input_type", plan.input_type), ("kernel", plan.kernel))
            if value != TUNED_BEFORE[key]},
     }

@@ -20,7 +20,17 @@ from w8a8_tuner.results.naming import (
     load_config_file,
     normalize_device_name,
 )
-from w8a8_tuner.search.space import PARAMS, Config, SpaceError, configs_at, valid_configs
+from w8a8_tuner.search.space import (
+    KNOB_PARAMS,
+    PARAMS,
+    Config,
+    SpaceError,
+    configs_at,
+    is_knob_region,
+    region_configs,
+    resolve,
+    valid_configs,
+)
 
 CPU_DEMO_HINT = (
     "To try the workflow on CPU (Triton interpreter, timings meaningless): "
@@ -49,7 +59,9 @@ class Plan:
     kernel: str       # the Triton function tuned: builtin, or the installed engine's (kernels.engines)
     engine: str       # whose file names the tuned JSONs get: vllm, sglang or both (results.naming)
     shape_table: ShapeTable | None = None  # the layers each shape serves per TP size (results/<device>/shapes.tsv)
-    space_extra: tuple[dict, ...] = ()     # search_space_extra: configs added per batch-size region
+    space_extra: tuple[dict, ...] = ()     # search_space_extra: configs added per batch-size region (the knob
+    # regions only where knobs can run: knobs_reason), BLOCK_SIZE_K made concrete for the block shape
+    knobs: bool = False                    # configs with SGLang's Hopper knobs are tuned (knobs_reason)
 
     def configs_at(self, M: int) -> tuple[Config, ...]:
         """The configs tuned at batch size M (search_space plus the extra regions that hold M)."""
@@ -83,23 +95,50 @@ def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:
         raise ConfigError(str(e)) from e
     block_shape = table.block_shape
     backend = config["backend"]
-    space = {p: sorted(set(config["search_space"][p])) for p in PARAMS}
-    try:
-        configs = valid_configs(space, block_shape)
-    except SpaceError as e:
-        raise ConfigError(str(e)) from e
-    extra = tuple(config["search_space_extra"])
-    for i, region in enumerate(extra):
-        if region["min_M"] > region["max_M"]:
-            raise ConfigError(f"search_space_extra[{i}]: min_M={region['min_M']} > max_M={region['max_M']}")
     name = config["device_name"]
     device_name = detect(backend) if name == "auto" else normalize_device_name(name)
     check_kernel(config["kernel"], config["input_type"])
+    no_knobs = knobs_reason(config["engine"], config["input_type"], config["kernel"], backend, device_name)
+    try:
+        space = resolve({p: config["search_space"][p] for p in PARAMS}, block_shape, "search_space")
+        space = {p: sorted(set(v)) for p, v in space.items()}
+        configs = valid_configs(space, block_shape)
+        extra = []
+        for i, region in enumerate(config["search_space_extra"]):
+            if region["min_M"] > region["max_M"]:
+                raise ConfigError(f"search_space_extra[{i}]: min_M={region['min_M']} > max_M={region['max_M']}")
+            region = resolve(dict(region), block_shape, f"search_space_extra[{i}]")
+            if is_knob_region(region) and no_knobs:
+                continue  # SGLang's Hopper knobs cannot run here (knobs_reason): the region adds nothing
+            if not region_configs(region):
+                raise ConfigError(f"search_space_extra[{i}]: no config (a region listing "
+                                  f"{' or '.join(KNOB_PARAMS)} adds only configs that carry a knob)")
+            extra.append(region)
+    except SpaceError as e:
+        raise ConfigError(str(e)) from e
     plan = Plan(device_name, backend, block_shape, config["out_dtype"], tuple(sorted(config["batch_sizes"])),
                 table.shapes_by_tp(), configs, space, config["input_type"], config["kernel"], config["engine"],
-                table, extra)
+                table, tuple(extra), knobs=not no_knobs and any(is_knob_region(r) for r in extra))
     check_compare_dir(config.get("compare_dir"), plan)
     return plan
+
+
+def knobs_reason(engine: str, input_type: str, kernel: str, backend: str, device_name: str) -> str:
+    """Why configs with SGLang's Hopper knobs (SWAP_AB, SPLIT_K) are not tuned for these settings, or '' if
+    they are: only SGLang reads them (engine sglang or both), only its FP8 kernel has them, and it runs
+    them only on sm90 (the interpreter, meaningless timings, runs them anywhere: tests and demos)."""
+    from kernels.knobs import HOPPER_ARCH
+    from w8a8_tuner.search.compile import target_arch
+
+    if engine == "vllm":
+        return "engine: vllm (vLLM's kernel has no knobs)"
+    if input_type != "fp8":
+        return f"input_type: {input_type} (only SGLang's FP8 kernel has the knobs)"
+    if not engines.has_knob_kernels(kernel, input_type):
+        return f"kernel: {kernel} has no Hopper kernel installed"
+    if backend != "interpret" and target_arch(device_name) != HOPPER_ARCH:
+        return f"device {device_name} is not a Hopper GPU (SGLang runs the knobs on sm90 only)"
+    return ""
 
 
 def check_kernel(kernel: str, input_type: str) -> None:

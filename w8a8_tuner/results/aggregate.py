@@ -1,8 +1,10 @@
 """From a shape's per-batch TSVs to the JSON file(s) the engines load, with a record of what they were made from.
 
-A shape gets one JSON per engine spelling of its name (`engine: both`: vLLM's and SGLang's, same
-content). Beside them the aggregate step writes a manifest (results/<device>/aggregate/N<N>_K<K>.tsv):
-the settings fingerprint, each JSON's path and checksum and, per batch size, the winner, its time
+A shape gets one JSON per engine spelling of its name (`engine: both`: vLLM's and SGLang's). Each
+holds the best config its engine can run: where configs with SGLang's Hopper knobs were tuned, a file
+vLLM reads gets each point's best config without a knob (the TSV's `best_plain`), SGLang's the best.
+Beside them the aggregate step writes a manifest (results/<device>/aggregate/N<N>_K<K>.tsv): the
+settings fingerprint, each JSON's path and checksum and, per batch size, the winner, its time
 and the checksum of the TSV it came from. When the workflow starts, `stale_reason` compares the manifest
 with the files on disk and the current settings, so a JSON that is no longer what its TSVs and
 settings give (settings changed, a TSV re-tuned or replaced, the JSON edited or damaged) is made
@@ -22,19 +24,21 @@ from w8a8_tuner.search.space import Config
 MANIFEST_FORMAT = "w8a8-block-fp8-tuner manifest v1"
 
 
-def aggregate(tsv_by_batch: dict[int, str], json_paths: list, manifest_path, expected: dict[str, object],
+def aggregate(tsv_by_batch: dict[int, str], json_paths: dict, manifest_path, expected: dict[str, object],
               configs_at: Callable[[int], set[Config]] | None = None) -> dict[int, Config]:
     """Check every point's TSV (against `configs_at(M)`, the search space at its batch size), then write the
-    shape's JSON files (same content) and its manifest (or nothing)."""
-    best, rows = {}, []
+    shape's JSON files and its manifest (or nothing). `json_paths`: {path: whether its engine runs configs
+    with knobs} (only SGLang does: a file vLLM reads gets the best config without one). Returns the best."""
+    best, plain, rows = {}, {}, []
     for M, path in sorted(tsv_by_batch.items()):
         meta, df = read_tsv(path, {**expected, "M": M}, configs_at(M) if configs_at else None)
         c = best[M] = Config.from_label(meta["best"])  # read_tsv checked it is the fastest re-measured row
+        plain[M] = Config.from_label(meta["best_plain"]) if "best_plain" in meta else c  # (and this)
         time_us = float(df.loc[df["config"] == c, "time_us"].iloc[0])
         rows.append(f"{M}\t{c.label()}\t{time_us:.3f}\t{path}\t{sha256_of(path)}")
     header = [f"# {MANIFEST_FORMAT}", f"# fingerprint: {expected['fingerprint']}"]
-    for path in json_paths:
-        write_atomic(path, configs_to_json(best))
+    for path, runs_knobs in json_paths.items():
+        write_atomic(path, configs_to_json(best if runs_knobs else plain))
         header += [f"# json: {path}", f"# json_sha256: {sha256_of(path)}"]
     header.append("M\tconfig\ttime_us\ttsv\ttsv_sha256")
     write_atomic(manifest_path, "\n".join(header + rows) + "\n")

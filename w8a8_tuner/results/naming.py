@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from w8a8_tuner.search.space import PARAMS, Config
+from kernels.knobs import SPLIT_K_VALUES
+from w8a8_tuner.search.space import KNOB_PARAMS, PARAMS, Config
 
 # Device name used for the interpreter backend; never a real GPU's name.
 INTERPRET_DEVICE = "cpu_interpreter"
@@ -81,15 +82,22 @@ def compare_file_for(compare_dir: str | os.PathLike | None, N: int, K: int, devi
     return ""
 
 
+def runs_knobs(name: str, N: int, K: int, device_name: str, block_shape, *, input_type: str) -> bool:
+    """Whether every engine that reads a file of this name runs configs with SGLang's Hopper knobs (only
+    SGLang does; a name vLLM also reads must hold configs without them)."""
+    return engines_reading(name, N, K, device_name, block_shape, input_type=input_type) == ["sglang"]
+
+
 def configs_to_json(best: dict[int, Config]) -> str:
-    """Batch sizes as string keys sorted numerically; the six parameters as ints."""
+    """Batch sizes as string keys sorted numerically; the six parameters as ints, and SWAP_AB (a boolean)
+    and SPLIT_K where the config carries a knob (Config.as_dict)."""
     ordered = {str(m): best[m].as_dict() for m in sorted(best)}
     return json.dumps(ordered, indent=4) + "\n"
 
 
 def load_config_file(path) -> dict[int, Config]:
-    """Read a tuned file the way vLLM does (int keys, values passed as launch kwargs); anything an
-    engine could not use is a ConfigFileError naming the file and the entry."""
+    """Read a tuned file the way the engines do (int keys, values passed as launch kwargs; SGLang also reads
+    SWAP_AB and SPLIT_K); anything an engine could not use is a ConfigFileError naming the file and the entry."""
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -102,12 +110,18 @@ def load_config_file(path) -> dict[int, Config]:
             m = int(key)
         except ValueError:
             raise ConfigFileError(f"{path}: key {key!r} is not a batch size") from None
-        if not isinstance(value, dict) or set(value) != set(PARAMS):
+        if not isinstance(value, dict) or not set(PARAMS) <= set(value) <= set(PARAMS) | set(KNOB_PARAMS):
             got = sorted(value) if isinstance(value, dict) else repr(value)
-            raise ConfigFileError(f"{path}: entry {key!r} has keys {got}, expected {list(PARAMS)}")
+            raise ConfigFileError(f"{path}: entry {key!r} has keys {got}, expected {list(PARAMS)} "
+                                  f"(and optionally {list(KNOB_PARAMS)})")
         if not all(isinstance(value[p], int) and not isinstance(value[p], bool) and value[p] > 0 for p in PARAMS):
             raise ConfigFileError(f"{path}: entry {key!r} has a value that is not a positive integer: {value}")
-        out[m] = Config(**{p: value[p] for p in PARAMS})
+        if not isinstance(value.get("SWAP_AB", False), bool):
+            raise ConfigFileError(f"{path}: entry {key!r} has SWAP_AB={value['SWAP_AB']!r}, not true or false")
+        if value.get("SPLIT_K", 1) not in SPLIT_K_VALUES or isinstance(value.get("SPLIT_K", 1), bool):
+            raise ConfigFileError(f"{path}: entry {key!r} has SPLIT_K={value['SPLIT_K']!r}, not one of "
+                                  f"{list(SPLIT_K_VALUES)}")
+        out[m] = Config(**value)
     return out
 
 

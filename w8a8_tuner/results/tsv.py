@@ -13,12 +13,15 @@ from pathlib import Path
 import pandas as pd
 
 from w8a8_tuner.results.files import write_atomic
-from w8a8_tuner.search.space import PARAMS, Config
+from w8a8_tuner.search.space import ALL_PARAMS, KNOB_PARAMS, PARAMS, Config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, STATUSES
 
-COLUMNS = (*PARAMS, "status", "time_us", "screen_us", "rel_error", "stage", "note")
+COLUMNS = (*ALL_PARAMS, "status", "time_us", "screen_us", "rel_error", "stage", "note")
 NUMBER_COLUMNS = ("time_us", "screen_us", "rel_error")
-FORMAT = "w8a8-block-fp8-tuner tsv v2"
+FORMAT = "w8a8-block-fp8-tuner tsv v3"
+# v2: the same without the knob columns (every config ran the plain kernel); still read.
+FORMAT_V2 = "w8a8-block-fp8-tuner tsv v2"
+COLUMNS_V2 = (*PARAMS, "status", "time_us", "screen_us", "rel_error", "stage", "note")
 END_MARK = "# end rows="
 STAGES = ("", "estimate", "screen", "remeasure")
 
@@ -39,16 +42,19 @@ def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, 
     }
 
 
-def render_tsv(meta: dict[str, object], results: list, best: Config) -> str:
-    """Header comments (metadata, winner), the rows, and an end mark that proves the file whole."""
+def render_tsv(meta: dict[str, object], results: list, best: Config, best_plain: Config | None = None) -> str:
+    """Header comments (metadata, winner, and the winner without a Hopper knob where knob configs were
+    tuned), the rows, and an end mark that proves the file whole."""
     buf = io.StringIO()
     buf.write(f"# {FORMAT}\n")
     for key, value in meta.items():
         buf.write(f"# {key}: {value}\n")
     buf.write(f"# best: {best.label()}\n")
+    if best_plain is not None:
+        buf.write(f"# best_plain: {best_plain.label()}\n")
     buf.write("\t".join(COLUMNS) + "\n")
     for r in sorted(results, key=lambda r: (r.status != OK, r.time_us if r.status == OK else math.inf, r.config)):
-        values = [getattr(r.config, p) for p in PARAMS]
+        values = [getattr(r.config, p) for p in PARAMS] + [str(bool(r.config.SWAP_AB)).lower(), r.config.SPLIT_K]
         values += [r.status, _num(r.time_us), _num(r.screen_us), _num(r.rel_error, "{:.3g}"), r.stage,
                    r.note.replace("\t", " ").replace("\n", " ")]
         buf.write("\t".join(str(v) for v in values) + "\n")
@@ -60,8 +66,8 @@ def _num(x: float, fmt: str = "{:.3f}") -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
-def write_tsv(path, meta, results, best) -> None:
-    write_atomic(path, render_tsv(meta, results, best))
+def write_tsv(path, meta, results, best, best_plain: Config | None = None) -> None:
+    write_atomic(path, render_tsv(meta, results, best, best_plain))
 
 
 def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: set[Config] | None = None):
@@ -72,8 +78,9 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
     except (OSError, UnicodeDecodeError) as e:
         raise ResultFileError(f"{path}: cannot read: {e}") from e
     lines = text.splitlines()
-    if not lines or lines[0] != f"# {FORMAT}":
+    if not lines or lines[0] not in (f"# {FORMAT}", f"# {FORMAT_V2}"):
         raise ResultFileError(f"{path}: not a tuner TSV of this version (first line should be '# {FORMAT}')")
+    columns = COLUMNS if lines[0] == f"# {FORMAT}" else COLUMNS_V2
     if not lines[-1].startswith(END_MARK):
         raise ResultFileError(f"{path}: truncated (no '{END_MARK}N' line at the end)")
     meta = {}
@@ -88,13 +95,17 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
         df = pd.read_csv(io.StringIO(text), sep="\t", comment="#", dtype=str, keep_default_na=False)
     except Exception as e:  # noqa: BLE001
         raise ResultFileError(f"{path}: unreadable table: {e}") from e
-    if tuple(df.columns) != COLUMNS:
-        raise ResultFileError(f"{path}: columns {list(df.columns)}, expected {list(COLUMNS)}")
+    if tuple(df.columns) != columns:
+        raise ResultFileError(f"{path}: columns {list(df.columns)}, expected {list(columns)}")
     rows = int(lines[-1][len(END_MARK):] or -1)
     if len(df) != rows:
         raise ResultFileError(f"{path}: {len(df)} rows but the end mark says {rows}")
+    if columns == COLUMNS_V2:  # every config of a v2 file ran the plain kernel
+        df.insert(len(PARAMS), "SWAP_AB", "false")
+        df.insert(len(PARAMS) + 1, "SPLIT_K", "1")
     _check_values(path, df)
-    configs = [Config(*(int(v) for v in row)) for row in df[list(PARAMS)].itertuples(index=False)]
+    configs = [Config(*(int(v) for v in row[:len(PARAMS)]), row[len(PARAMS)] == "true", int(row[len(PARAMS) + 1]))
+               for row in df[list(ALL_PARAMS)].itertuples(index=False)]
     if len(set(configs)) != len(configs):
         raise ResultFileError(f"{path}: a config appears twice")
     if expected_configs is not None and set(configs) != expected_configs:
@@ -105,6 +116,13 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
     if meta.get("best") != best.label():
         raise ResultFileError(f"{path}: header says best {meta.get('best')!r} but the fastest re-measured ok row "
                               f"is {best.label()}")
+    if any(c.knobs for c in configs):
+        plain = best_config(path, df, plain=True)
+        if meta.get("best_plain") != plain.label():
+            raise ResultFileError(f"{path}: header says best_plain {meta.get('best_plain')!r} but the fastest "
+                                  f"re-measured ok row without a knob is {plain.label()}")
+    elif "best_plain" in meta:
+        raise ResultFileError(f"{path}: header has best_plain but no row carries a knob")
     return meta, df
 
 
@@ -115,11 +133,15 @@ def _check_values(path: Path, df: pd.DataFrame) -> None:
         if bad.any():
             i = int(bad.to_numpy().nonzero()[0][0])
             row = df.iloc[i]
-            where = f"{path}: row {i + 1} ({'_'.join(str(row[p]) for p in PARAMS)})"
+            knobs = [f"{k}={row[k]}" for k in KNOB_PARAMS if row[k] not in ("false", "1")]
+            where = f"{path}: row {i + 1} ({'_'.join([str(row[p]) for p in PARAMS] + knobs)})"
             raise ResultFileError(f"{where}: {what(row)}")
 
     for p in PARAMS:
         refuse(~df[p].str.fullmatch(r"[1-9][0-9]*"), lambda row, p=p: f"{p}={row[p]!r} is not a positive integer")
+    refuse(~df["SWAP_AB"].isin(["true", "false"]), lambda row: f"SWAP_AB={row['SWAP_AB']!r} is not true or false")
+    refuse(~df["SPLIT_K"].str.fullmatch(r"[1-9][0-9]*"), lambda row: f"SPLIT_K={row['SPLIT_K']!r} is not a "
+           "positive integer")
     refuse(~df["status"].isin(STATUSES), lambda row: f"unknown status {row['status']!r}")
     refuse(~df["stage"].isin(STAGES), lambda row: f"unknown stage {row['stage']!r}")
     numbers = {}
@@ -140,9 +162,12 @@ def _check_values(path: Path, df: pd.DataFrame) -> None:
         df[col] = numbers[col]
 
 
-def best_config(path, df) -> Config:
-    """The fastest correct config among those re-measured."""
+def best_config(path, df, plain: bool = False) -> Config:
+    """The fastest correct config among those re-measured (`plain`: among those without a Hopper knob, what
+    vLLM can run). Ties go to the row listed first, as the tuner breaks them (the smaller config)."""
     final = df[(df["status"] == OK) & (df["stage"] == "remeasure")]
+    if plain:
+        final = final[[not c.knobs for c in final["config"]]]
     if final.empty:
-        raise ResultFileError(f"{path}: no re-measured ok config with a time")
+        raise ResultFileError(f"{path}: no re-measured ok config{' without a knob' if plain else ''} with a time")
     return final.loc[final["time_us"].idxmin(), "config"]

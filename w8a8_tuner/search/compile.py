@@ -31,7 +31,7 @@ from pathlib import Path
 
 from kernels.blocks import activation_scale_shape, cdiv, weight_scale_shape
 from w8a8_tuner.results.files import write_atomic
-from w8a8_tuner.search.space import Config, distinct_at
+from w8a8_tuner.search.space import Config, timed_at
 from w8a8_tuner.search.status import COMPILE_ERROR, OK, OUT_OF_RESOURCES, error_note
 
 # GPU architecture (compute capability x 10) by device name, as the engines name devices.
@@ -126,7 +126,7 @@ def compile_config(point: Point, config: Config, arch: int) -> CompileResult:
     from triton.runtime.errors import OutOfResources
 
     from kernels import engines
-    from kernels.block_fp8 import OUT_DTYPES, launch_args
+    from kernels.block_fp8 import OUT_DTYPES, warmup_block_fp8
     from kernels.reference import INPUT_DTYPES
 
     M, N, K = point.M, point.N, point.K
@@ -135,17 +135,21 @@ def compile_config(point: Point, config: Config, arch: int) -> CompileResult:
     C = _placeholder(OUT_DTYPES[point.out_dtype], (M, N))
     As = _placeholder(torch.float32, activation_scale_shape(M, K, point.block_shape))
     Bs = _placeholder(torch.float32, weight_scale_shape(N, K, point.block_shape))
+    parts = _placeholder(torch.float32, (config.SPLIT_K, M, N))  # the split-K partials (unused without)
+    kernels = engines.load(point.kernel, point.input_type)
+    if config.knobs and kernels.hopper is None:
+        return CompileResult(COMPILE_ERROR, f"{point.kernel} has no Hopper kernel for SWAP_AB/SPLIT_K")
     try:
-        compiled = engines.load(point.kernel, point.input_type).warmup(
-            *launch_args(A, B, C, As, Bs, point.block_shape), grid=(1,), **config.as_dict())
+        compiled = warmup_block_fp8(kernels, A, B, C, As, Bs, point.block_shape, config.as_dict(), parts)
     except OutOfResources as e:
         return CompileResult(OUT_OF_RESOURCES, error_note(e))
     except Exception as e:  # noqa: BLE001 - any compiler failure is a property of the config
         return CompileResult(COMPILE_ERROR, error_note(e))
     # A launch would refuse this (Triton checks it when it loads the binary): no need to try.
     limit = MAX_SHARED_BYTES.get(arch)
-    if limit is not None and compiled.metadata.shared > limit:
-        return CompileResult(OUT_OF_RESOURCES, f"shared memory {compiled.metadata.shared} > {limit} bytes")
+    shared = max(c.metadata.shared for c in compiled)
+    if limit is not None and shared > limit:
+        return CompileResult(OUT_OF_RESOURCES, f"shared memory {shared} > {limit} bytes")
     return CompileResult(OK)
 
 
@@ -161,6 +165,10 @@ def int_args(M: int, N: int, K: int, block_shape) -> tuple[int, ...]:
     return (M, N, K, block_n, block_k, K, 1, 1, K, N, 1, kb, 1, 1, kb)
 
 
+# K's power-of-two factor beyond which no BLOCK_SIZE_K of a space needs masks (spaces go up to 128 here).
+MASK_ALIGN = 128
+
+
 def specialization_key(point: Point) -> str:
     """What Triton specializes a launch of this point on, besides the config.
 
@@ -172,6 +180,10 @@ def specialization_key(point: Point) -> str:
     cls = "".join("1" if v == 1 else "x" if v % 16 == 0 else "n" for v in ints)
     # Another operand type or kernel function is another binary; the defaults keep their old keys.
     extra = "".join(f"-{v}" for v, default in ((point.input_type, "fp8"), (point.kernel, "builtin")) if v != default)
+    # Kernels that drop the K masks where BLOCK_SIZE_K divides K (SGLang's `needs_masking`) differ by K's
+    # largest power-of-two factor up to 128 (every BLOCK_SIZE_K divides 128 or a multiple of it).
+    k_align = min(point.K & -point.K, MASK_ALIGN)
+    extra += f"-k{k_align}" if k_align < MASK_ALIGN else ""
     return f"{cls}-{point.out_dtype}{extra}"
 
 
@@ -315,11 +327,12 @@ def _main_module_hidden():
 
 
 def compile_for_points(points: list[Point], configs_at: Callable[[int], Iterable[Config]], workers: int, arch: int,
-                       compile_fn: CompileFn = compile_config, nice: int = 0) -> dict[Config, CompileResult]:
+                       compile_fn: CompileFn = compile_config, nice: int = 0,
+                       max_accumulators: int | None = None) -> dict[Config, CompileResult]:
     """Compile, once, what any of `points` (all of one specialization) will time; `configs_at(M)`: the
-    configs of the space at batch size M."""
+    configs of the space at batch size M; `max_accumulators`: the sweep's prune rule (space.pruned_at)."""
     keys = {specialization_key(p) for p in points}
     if len(keys) != 1:
         raise ValueError(f"points of several specializations given: {sorted(keys)}")
-    needed = sorted({c for p in points for c in distinct_at(list(configs_at(p.M)), p.M)})
+    needed = sorted({c for p in points for c in timed_at(list(configs_at(p.M)), p.M, p.K, max_accumulators)})
     return precompile(points[0], needed, workers, arch, compile_fn, nice)

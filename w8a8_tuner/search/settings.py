@@ -21,6 +21,7 @@ class SearchSettings:
     remeasure_budget_us: float
     remeasure_repeats: int
     seed: int | None = None
+    prune_accumulators: int = 0  # configs with this many fp32 accumulators per thread or more are not run (0: off)
 
     @classmethod
     def from_tuning(cls, tuning: dict) -> "SearchSettings":
@@ -29,3 +30,12 @@ class SearchSettings:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def fingerprinted(self) -> dict:
+        """as_dict without the settings left at the value every result before them was tuned with, so that
+        those results keep their fingerprint."""
+        return {k: v for k, v in self.as_dict().items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
+# Search settings added after results existed, with the value every result before them was tuned with.
+ADDED_LATER = {"prune_accumulators": 0}

@@ -20,6 +20,9 @@ Stages, each on fewer configs and with more care; every number comes from `bench
                is the fastest here. If the screen found another finalist faster than the winner by
                more than `remeasure_cutoff` (the screen's measured error), one of the two stages was
                disturbed: those configs are measured again and each keeps its better median.
+Where the space holds configs with SGLang's Hopper knobs (which vLLM cannot run), steps 5 and 6 keep
+their cutoffs within each family (plain, knob) so that each family's winner is re-measured: vLLM's file
+gets the plain winner, SGLang's the overall one.
 The cutoffs are set from the measured error of each stage against the careful time
 (BENCHMARKS.md), so that no stage can drop the config that would win.
 Statuses are in w8a8_tuner.search.status; `stage` in the TSV says how far each config got.
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 from w8a8_tuner.search.bench import Bench, launches_for
 from w8a8_tuner.search.compile import CompileResult
 from w8a8_tuner.search.settings import SearchSettings
-from w8a8_tuner.search.space import Config, prune_equivalent
+from w8a8_tuner.search.space import Config, pruned_at
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, PRUNED, STATUSES, WRONG_RESULT
 from w8a8_tuner.search.workload import Workload
 
@@ -59,6 +62,7 @@ class Result:
 class PointReport:
     results: list[Result]
     best: Config
+    best_plain: Config | None = None  # the fastest config without a Hopper knob, where knob configs were tuned
 
 
 class NoValidConfig(RuntimeError):
@@ -69,19 +73,22 @@ class NoValidConfig(RuntimeError):
 Compiler = Callable[[list[Config]], Iterable[dict[Config, CompileResult]]]
 
 
+# prune(configs, M, K) -> {config: why it is not timed} (w8a8_tuner.search.space.pruned_at).
+Pruner = Callable[[list[Config], int, int], dict[Config, str]]
+
+
 def tune_point(workload: Workload, configs: list[Config], settings: SearchSettings, bench: Bench,
-               compile: Compiler, prune: Callable[[list[Config], int], dict[Config, Config]] = prune_equivalent,
+               compile: Compiler, prune: Pruner = pruned_at,
                corrupt: Callable[[Config], bool] | None = None, log: Callable[[str], None] = print) -> PointReport:
     """Run the whole search for one point. `corrupt` (tests only) damages chosen configs' outputs."""
     clock = _PhaseClock(log)
     N, K, M = workload.N, workload.K, workload.M
 
-    # 1-2. Prune exact duplicates of program order; compile the rest. 3. Check the numbers and
-    # 4. time one round of each config as compiled configs come in, so the GPU starts at once.
-    rep = prune(configs, M)
-    results = {c: Result(c, PRUNED, note=f"same program order as {rep[c].label()} at M={M}")
-               for c in configs if rep[c] != c}
-    todo = [c for c in configs if rep[c] == c]
+    # 1-2. Prune what cannot win or repeats another config's program order; compile the rest. 3. Check the
+    # numbers and 4. time one round of each config as compiled configs come in, so the GPU starts at once.
+    reasons = prune(configs, M, K)
+    results = {c: Result(c, PRUNED, note=reasons[c]) for c in configs if c in reasons}
+    todo = [c for c in configs if c not in reasons]
     launchers, samples, checked = {}, {}, 0
     for batch in compile(todo):
         results.update({c: Result(c, r.status, note=r.note) for c, r in batch.items()})
@@ -122,7 +129,8 @@ def tune_point(workload: Workload, configs: list[Config], settings: SearchSettin
     clock.done(f"estimate {len(ok)} configs ({len(behind)} after one round)")
 
     # 5. Screen the promising ones.
-    screened = _keep(ok, results, settings.screen_cutoff, settings.screen_min, len(ok), settings.screen_slack_us)
+    screened = _keep_each_family(ok, results, settings.screen_cutoff, settings.screen_min, len(ok),
+                                 settings.screen_slack_us)
     for c in ok:
         if c not in screened:
             rounds = " (one round)" if c in behind else ""
@@ -133,34 +141,50 @@ def tune_point(workload: Workload, configs: list[Config], settings: SearchSettin
         results[c].screen_us = results[c].time_us
     clock.done(f"screen {len(screened)} configs")
 
-    # 6. Re-measure the best few carefully; the winner comes from here.
-    finalists = _keep(screened, results, settings.remeasure_cutoff, settings.top_k, MAX_FINALISTS)
+    # 6. Re-measure the best few of each family carefully; the winners come from here.
+    finalists = _keep_each_family(screened, results, settings.remeasure_cutoff, settings.top_k, MAX_FINALISTS)
     _time_stage(bench, launchers, finalists, results, settings.remeasure_budget_us, settings.remeasure_repeats,
                 "remeasure")
+    for family in _families(finalists):
+        best = _fastest(family, results)
+        for _ in range(2):
+            # The screen says another finalist is faster beyond its measured error: measure both again.
+            doubted = [c for c in family if results[best].screen_us > results[c].screen_us * settings.remeasure_cutoff]
+            if not doubted:
+                break
+            again = [best, *doubted]
+            first = {c: results[c].time_us for c in again}
+            _time_stage(bench, launchers, again, results, settings.remeasure_budget_us, settings.remeasure_repeats,
+                        "remeasure")
+            for c in again:
+                results[c].time_us = min(first[c], results[c].time_us)
+                results[c].note = "re-measured again: screen and re-measure disagreed"
+            log(f"screen and re-measure disagreed on {best.label()} vs {', '.join(c.label() for c in doubted)}: "
+                "measured again")
+            best = _fastest(family, results)
     best = _fastest(finalists, results)
-    for _ in range(2):
-        # The screen says another finalist is faster beyond its measured error: measure both again.
-        doubted = [c for c in finalists if results[best].screen_us > results[c].screen_us * settings.remeasure_cutoff]
-        if not doubted:
-            break
-        again = [best, *doubted]
-        first = {c: results[c].time_us for c in again}
-        _time_stage(bench, launchers, again, results, settings.remeasure_budget_us, settings.remeasure_repeats,
-                    "remeasure")
-        for c in again:
-            results[c].time_us = min(first[c], results[c].time_us)
-            results[c].note = "re-measured again: screen and re-measure disagreed"
-        log(f"screen and re-measure disagreed on {best.label()} vs {', '.join(c.label() for c in doubted)}: "
-            "measured again")
-        best = _fastest(finalists, results)
+    plain = [c for c in finalists if not c.knobs]
+    best_plain = _fastest(plain, results) if plain and any(c.knobs for c in configs) else None
     clock.done(f"re-measure {len(finalists)} configs")
-    log(f"best {best.label()}: {results[best].time_us:.2f} us")
-    return PointReport([results[c] for c in configs], best)
+    log(f"best {best.label()}: {results[best].time_us:.2f} us"
+        + (f"; best without a knob {best_plain.label()}: {results[best_plain].time_us:.2f} us" if best_plain else ""))
+    return PointReport([results[c] for c in configs], best, best_plain)
 
 
 def _fastest(configs: list[Config], results: dict[Config, Result]) -> Config:
     # Ties (equal medians are common: event times are quantized) go to the smaller config, as in the TSV.
     return min(configs, key=lambda c: (results[c].time_us, c))
+
+
+def _families(configs: list[Config]) -> list[list[Config]]:
+    """The configs without a Hopper knob, and those with one (SGLang's Hopper kernel), each non-empty."""
+    return [f for f in ([c for c in configs if not c.knobs], [c for c in configs if c.knobs]) if f]
+
+
+def _keep_each_family(configs: list[Config], results: dict[Config, Result], cutoff: float, at_least: int,
+                      at_most: int, slack_us: float = 0.0) -> list[Config]:
+    """_keep within each family, so that each family's best is timed with the care of the next stage."""
+    return [c for family in _families(configs) for c in _keep(family, results, cutoff, at_least, at_most, slack_us)]
 
 
 def _keep(configs: list[Config], results: dict[Config, Result], cutoff: float, at_least: int, at_most: int,

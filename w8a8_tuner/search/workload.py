@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels import engines
-from kernels.block_fp8 import OUT_DTYPES, grid_size, launch_args
+from kernels.block_fp8 import OUT_DTYPES, Kernels, launch_args, run_block_fp8, warmup_block_fp8
 from kernels.reference import Operands, random_operands, reference_matmul
 from w8a8_tuner.search.bench import Bench, Launch, rotating_weights
 from w8a8_tuner.search.space import Config
@@ -47,33 +47,35 @@ class Workload:
     ref: torch.Tensor          # float32 reference product
     weights: list              # [(B, Bs)] and its copies
     out: torch.Tensor          # the output the launchers write by default
-    kernel: object             # the Triton function launched (kernels.engines: builtin or an engine's)
+    kernels: Kernels           # the Triton functions launched (kernels.engines: builtin or an engine's)
 
     @classmethod
     def create(cls, M: int, N: int, K: int, block_shape, out_dtype: str, device: str, cache_bytes: int,
                seed: int | None = None, *, input_type: str, kernel: str) -> "Workload":
         """Operands of `input_type` (fp8, int8); launchers run `kernel` (builtin, vllm, sglang)."""
-        function = engines.load(kernel, input_type)
+        kernels = engines.load(kernel, input_type)
         ops = random_operands(M, N, K, tuple(block_shape), device=device, seed=seed, input_type=input_type)
         out = torch.empty((M, N), dtype=OUT_DTYPES[out_dtype], device=device)
         return cls(M, N, K, ops, reference_matmul(ops), rotating_weights(ops.B, ops.Bs, cache_bytes), out,
-                   function)
+                   kernels)
 
     def launcher(self, config: Config, out: torch.Tensor | None = None) -> Launch:
-        """launch(copy): run `config` on weight copy `copy % copies`, writing `out` (default self.out)."""
+        """launch(copy): run `config` on weight copy `copy % copies`, writing `out` (default self.out), as the
+        engine runs it (kernels.block_fp8.run_block_fp8: with a knob, the Hopper kernel, its partials
+        buffer and the reduction)."""
         out = self.out if out is None else out
-        kernel = self.kernel[(grid_size(self.M, self.N, config.as_dict()),)]
-        kwargs = config.as_dict()
+        entry = config.as_dict()
         copies = len(self.weights)
         args: dict[int, tuple] = {}  # built on first use: most launchers run once or a few times, and a
         # sweep makes ~1000 launchers per point for up to 64 weight copies (host time, not GPU time)
+        A, As, block_shape, kernels = self.ops.A, self.ops.As, self.ops.block_shape, self.kernels
 
         def launch(copy: int) -> torch.Tensor:
             k = copy % copies
+            B, Bs = self.weights[k]
             if k not in args:
-                B, Bs = self.weights[k]
-                args[k] = launch_args(self.ops.A, B, out, self.ops.As, Bs, self.ops.block_shape)
-            kernel(*args[k], **kwargs)
+                args[k] = launch_args(A, B, out, As, Bs, block_shape)
+            run_block_fp8(kernels, A, B, out, As, Bs, block_shape, entry, args[k])
             return out
 
         return launch
@@ -147,8 +149,10 @@ class Workload:
         if not self.ops.A.is_cuda:
             return  # the interpreter has no binary to load
         B, Bs = self.weights[0]
-        args = launch_args(self.ops.A, B, self.out, self.ops.As, Bs, self.ops.block_shape)
-        compiled = self.kernel.warmup(*args, grid=(1,), **config.as_dict())
-        init = getattr(compiled, "_init_handles", None)  # Triton loads lazily; an unloadable binary raises here
-        if init is not None:
-            init()
+        parts = torch.empty((config.SPLIT_K, self.M, self.N), dtype=torch.float32, device=self.out.device) \
+            if config.SPLIT_K > 1 else None
+        for compiled in warmup_block_fp8(self.kernels, self.ops.A, B, self.out, self.ops.As, Bs,
+                                         self.ops.block_shape, config.as_dict(), parts):
+            init = getattr(compiled, "_init_handles", None)  # Triton loads lazily; an unloadable binary raises here
+            if init is not None:
+                init()

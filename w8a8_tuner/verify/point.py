@@ -2,11 +2,12 @@
 
 Contenders at each point (w8a8_tuner.verify.contenders): the tuned config, the tuned config
 again as a control (its two times state the run's own noise), vLLM's default, compare_dir's
-config, the spot check (runner-ups from the point's TSV and random configs that ran right
-there) and cuBLAS blockwise FP8; plus the roofline, with bandwidth and FP8 peak measured on the
-same GPU. Each contender runs once on poisoned output and is compared with the float32
-reference; only right ones are timed, all together, interleaved over `rounds` rounds by the
-tuner's bench (w8a8_tuner.search.bench). With the interpreter backend everything is checked
+config (an entry with SGLang's Hopper knobs runs the kernel they select), the spot check
+(runner-ups from the point's TSV and random configs that ran right there), cuBLAS blockwise FP8
+and, where knob configs were tuned, the best config without a knob (`plain`); plus the roofline,
+with bandwidth and FP8 peak measured on the same GPU. Each contender runs once on poisoned output
+and is compared with the float32 reference; only right ones are timed, all together, interleaved
+over `rounds` rounds by the tuner's bench (w8a8_tuner.search.bench). With the interpreter backend everything is checked
 and wall-timed (meaningless), and cuBLAS and the roofline are skipped.
 """
 
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+from kernels.knobs import HOPPER_ARCH, runs_hopper_kernel
 from w8a8_tuner import hooks
 from w8a8_tuner.results.naming import (
     ENGINES,
@@ -30,6 +32,7 @@ from w8a8_tuner.results.naming import (
 )
 from w8a8_tuner.search.space import Config, vllm_default_config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, WRONG_RESULT, error_note, launch_failure
+from w8a8_tuner.verify.contenders import plain_winners
 from w8a8_tuner.verify.table import CONTENDERS, MISSING, SKIPPED, UNSUPPORTED, add_ratios, write_rows
 
 
@@ -65,6 +68,7 @@ class ShapeInputs:
     K: int
     tuned: dict[int, Config]
     tsvs: dict[int, str] = field(default_factory=dict)  # the point TSVs the tuned configs came from
+    plain: dict[int, Config] = field(default_factory=dict)  # per point, the best config without a knob (TSVs)
     compare: dict[int, Config] | None = None
     compare_file: str = ""
     compare_engines: str = ""  # whose spelling of the file name compare_file has (vllm, sglang)
@@ -93,28 +97,40 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, backend, 
     configs: dict[str, Config | None] = {
         "tuned": tuned, "control": tuned, "default": vllm_default_config(block_shape, input_type=shape.input_type),
         "compare": pick_config(shape.compare, M) if shape.compare else None,
+        "plain": shape.plain.get(M),
     }
-    spots = (spot_check_configs(shape.tsvs[M], tuned, settings.runner_ups, settings.spot_random,
-                                settings.seed + M) if M in shape.tsvs else [])
+    spots = (spot_check_configs(shape.tsvs[M], {tuned, shape.plain.get(M)}, settings.runner_ups,
+                                settings.spot_random, settings.seed + M) if M in shape.tsvs else [])
     configs.update({f"spot{i + 1}": c for i, c in enumerate(spots)})
+
+    # The kernel each config entry selects as SGLang selects it (the interpreter runs either kernel anywhere).
+    arch = backend.arch(shape.extra.get("device_name", ""))
+    run_arch = arch if backend.on_gpu else HOPPER_ARCH
+    runnable = sorted({c for c in configs.values()
+                       if c is not None and (not c.knobs or runs_hopper_kernel(c.as_dict(), run_arch))})
 
     # Compile the contenders in parallel (a cold cache would otherwise compile them one by one at launch).
     point = Point(M, N, K, block_shape, shape.out_dtype, shape.input_type, shape.kernel)
-    arch = backend.arch(shape.extra.get("device_name", ""))
-    for _ in backend.compiler(point, compile_workers, arch)(sorted({c for c in configs.values() if c is not None})):
+    for _ in backend.compiler(point, compile_workers, arch)(runnable):
         pass
 
     # Check every Triton contender's numbers at once (contenders sharing a config share its check).
     def corrupt_config(c: Config) -> bool:
         return corrupt is not None and any(corrupt(_kind(name)) for name, cfg in configs.items() if cfg == c)
 
-    checks = workload.check({c for c in configs.values() if c is not None}, corrupt_config)
+    checks = workload.check(runnable, corrupt_config)
     outcomes: dict[str, Outcome] = {}
     launchers = {}
     for name, c in configs.items():
         if c is None:
-            outcomes[name] = Outcome(MISSING, note="no compare_dir given" if not shape.compare_file
+            outcomes[name] = Outcome(MISSING, note="no config with a Hopper knob tuned here" if name == "plain"
+                                     else "no compare_dir given" if not shape.compare_file
                                      else f"no file {shape.compare_file}")
+            continue
+        if c not in checks:
+            outcomes[name] = Outcome(UNSUPPORTED, config=c.label(),
+                                     note=f"SWAP_AB/SPLIT_K select SGLang's Hopper kernel, which runs on sm90 only "
+                                          f"(this GPU: sm{run_arch})")
             continue
         check = checks[c]
         if check.status:
@@ -238,7 +254,7 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, st
         spelling = " and ".join(engines_reading(os.path.basename(compare_file), N, K, device_name, block_shape,
                                                 input_type=input_type)) if compare_file else ""
         shape = ShapeInputs(
-            N=N, K=K, tuned=load_config_file(tuned_json), tsvs=tsvs,
+            N=N, K=K, tuned=load_config_file(tuned_json), tsvs=tsvs, plain=plain_winners(tsvs),
             compare=load_config_file(compare_file) if compare_file else None,
             compare_file=compare_file or (missing_compare_files(compare_dir, N, K, device_name, block_shape, input_type)
                                           if compare_dir else ""),

@@ -18,7 +18,8 @@ from w8a8_tuner.search.status import OK
 # A spot-check config faster than the tuned one by more than this is a search miss worth reporting.
 REGRET_LIMIT = 1.02
 
-OTHERS = {"default": "vLLM default", "compare": "compare_dir", "cublas": "cuBLAS"}
+OTHERS = {"default": "vLLM default", "compare": "compare_dir", "cublas": "cuBLAS",
+          "plain": "best config without a Hopper knob"}
 _SHORT = {"wrong_result": "wrong", "unsupported": "unsup.", "skipped": "skipped", "missing": "missing",
           "launch_error": "error", "out_of_resources": "no smem", "compile_error": "error"}
 SUMMARY_COLUMNS = (
@@ -26,6 +27,7 @@ SUMMARY_COLUMNS = (
     "vs_default_geomean", "vs_default_worst",
     "vs_compare_geomean", "vs_compare_worst",
     "vs_cublas_geomean", "vs_cublas_worst", "cublas_not_ok",
+    "vs_plain_geomean", "vs_plain_worst",
     "roofline_median_pct", "roofline_worst",
     "noise_median_pct", "noise_max_pct",
     "regret_median", "regret_p98", "regret_worst", f"regret_over_{REGRET_LIMIT}",
@@ -61,7 +63,7 @@ def _not_ok(df: pd.DataFrame, name: str) -> str:
 
 def _summary_row(df: pd.DataFrame, label: str, with_shape: bool) -> dict:
     row = {"shape": label, "points": len(df), "tuned_ok": f"{int((df['tuned_status'] == OK).sum())}/{len(df)}"}
-    for name in ("default", "compare", "cublas"):
+    for name in OTHERS:
         col = f"speedup_vs_{name}"
         g = _geomean(df[col])
         row[f"vs_{name}_geomean"] = f"{g:.3f}x" if math.isfinite(g) else _why_empty(df, name)
@@ -121,6 +123,8 @@ def summary_text(df: pd.DataFrame, summary: pd.DataFrame) -> str:
         not_ok = _not_ok(df, name)
         if name == "compare" and (df["compare_note"] == "no compare_dir given").all():
             lines.append("  tuned vs compare_dir: compare_dir not set")
+        elif name == "plain" and (df["plain_status"] == "missing").all():
+            continue  # no config with a Hopper knob was tuned: tuned is the plain winner
         elif total[f"vs_{name}_worst"] == "n/a":
             lines.append(f"  tuned vs {title}: no comparison ({name}: {not_ok})")
         else:
@@ -256,7 +260,7 @@ def plot_times(df: pd.DataFrame, path) -> None:
     rows = cdiv(len(shapes), cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False, layout="constrained")
     styles = {"tuned": ("tuned", "o-"), "default": ("vLLM default", "s--"), "compare": ("compare_dir", "^-."),
-              "cublas": ("cuBLAS blockwise", "d:")}
+              "cublas": ("cuBLAS blockwise", "d:"), "plain": ("best without a knob", "v-")}
     for ax, (n, k) in zip(axes.flat, shapes):
         g = df[(df["N"] == n) & (df["K"] == k)].sort_values("M")
         for name, (label, style) in styles.items():
@@ -283,7 +287,8 @@ def plot_times(df: pd.DataFrame, path) -> None:
 
 
 def write_plots(df: pd.DataFrame, paths: dict[str, str]) -> None:
-    """paths: plot name -> PNG path; names: speedup_default, speedup_compare, spot_check, roofline, cublas, times."""
+    """paths: plot name -> PNG path; names: speedup_default, speedup_compare, speedup_plain, spot_check, roofline,
+    cublas, times."""
     for name, path in paths.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
@@ -293,6 +298,8 @@ def write_plots(df: pd.DataFrame, paths: dict[str, str]) -> None:
             plot_speedup(df, "compare", tmp)
         elif name == "cublas":
             plot_speedup(df, "cublas", tmp)
+        elif name == "speedup_plain":
+            plot_speedup(df, "plain", tmp)
         elif name == "roofline":
             plot_roofline(df, tmp)
         elif name == "spot_check":

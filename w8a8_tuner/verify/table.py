@@ -16,17 +16,21 @@ UNSUPPORTED = "unsupported"  # the library refused the call (cuBLAS: shape, batc
 SKIPPED = "skipped"          # not run: interpreter backend, or switched off in verify_settings
 MISSING = "missing"          # compare_dir not given, or it has no file for this shape
 
-CONTENDERS = ("tuned", "default", "compare", "cublas")
+# plain: where configs with SGLang's Hopper knobs were tuned, the point's best config without one (the
+# six-parameter winner, what vLLM's file holds), timed beside the tuned (knob) winner.
+CONTENDERS = ("tuned", "default", "compare", "cublas", "plain")
+OTHERS = CONTENDERS[1:]
 _PER_CONTENDER = ("config", "status", "us", "rel_error", "note")
 COLUMNS = (
     "N", "K", "M", "device_name", "backend",
     *(f"{c}_{f}" for c in CONTENDERS[:3] for f in _PER_CONTENDER),
     "compare_key", "compare_file",  # the batch-size key and the file the compare config came from
     *(f"cublas_{f}" for f in _PER_CONTENDER),
+    *(f"plain_{f}" for f in _PER_CONTENDER),
     "control_us", "noise_pct",      # the tuned config timed again, as a contender of its own
     "spot_n", "spot_best_config", "spot_best_us", "regret",  # spot check: runner-ups and random configs
     "roofline_us", "roofline_note", "bandwidth_gbs", "fp8_peak_tflops", "bytes", "flops",
-    "speedup_vs_default", "speedup_vs_compare", "speedup_vs_cublas", "pct_roofline",
+    *(f"speedup_vs_{c}" for c in OTHERS), "pct_roofline",
 )
 TEXT_COLUMNS = tuple(c for c in COLUMNS if c.endswith(("_config", "_status", "_note", "_file"))) + (
     "device_name", "backend")
@@ -45,7 +49,7 @@ def add_ratios(row: dict) -> None:
     the control's noise and the spot check's regret (tuned / best spot-check config: > 1 means a
     spot-check config was faster). A ratio is empty unless both sides were checked right and timed."""
     tuned = row["tuned_us"] if row["tuned_status"] == OK else math.nan
-    for other in ("default", "compare", "cublas"):
+    for other in OTHERS:
         t = row[f"{other}_us"] if row[f"{other}_status"] == OK else math.nan
         row[f"speedup_vs_{other}"] = ratio(t, tuned)
     row["pct_roofline"] = 100 * ratio(row["roofline_us"], tuned)

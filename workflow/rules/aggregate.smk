@@ -4,7 +4,7 @@ localrules:
 
 rule aggregate:
     """Merge one shape's per-batch TSVs into the JSON file(s) vLLM and SGLang load (one per engine
-    spelling of the name, same content), and its manifest."""
+    spelling of the name; each with the best config its engine can run), and its manifest."""
     input:
         unpack(lambda wildcards: shape_tsvs(wildcards.N, wildcards.K)),
         stale=stale_marker,
@@ -23,6 +23,7 @@ rule aggregate:
         f"{LOGS}/aggregate/N{{N}}_K{{K}}.log",
     params:
         settings=SETTINGS,
+        runs_knobs=lambda wildcards: json_runs_knobs(wildcards.N, wildcards.K),
     script:
         "../scripts/aggregate.py"
 

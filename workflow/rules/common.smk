@@ -12,7 +12,7 @@ from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
-from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading
+from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading, runs_knobs
 from w8a8_tuner.search.compile import specialization_key, target_arch
 
 
@@ -82,9 +82,17 @@ def config_jsons(N, K):
     return [f"{RESULTS}/configs/{name}" for name in config_names(N, K)]
 
 
+def json_runs_knobs(N, K):
+    """Per JSON of the shape (config_names' order): whether its engine runs configs with Hopper knobs."""
+    return [runs_knobs(name, N, K, DEVICE, PLAN.block_shape, input_type=PLAN.input_type) for name in config_names(N, K)]
+
+
 def config_json(N, K):
-    """The shape's first JSON (all of them hold the same configs)."""
-    return config_jsons(N, K)[0]
+    """The JSON verify checks: SGLang's where the shape has one (it holds the knob configs, and verify times the
+    best config without a knob beside it), else the first."""
+    paths = config_jsons(N, K)
+    knob_paths = [p for p, knobs in zip(paths, json_runs_knobs(N, K)) if knobs]
+    return knob_paths[0] if knob_paths else paths[0]
 
 
 def json_engines(name, N, K):
@@ -240,10 +248,11 @@ VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings']
 _VERIFY_STARTED = time.time()
 
 VERIFY_PLOTS = (["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else [])
-                + ["spot_check", "roofline", "cublas", "times"])
+                + (["speedup_plain"] if PLAN.knobs else []) + ["spot_check", "roofline", "cublas", "times"])
 _PLOT_LABELS = {
     "speedup_default": "speedup over vLLM default",
     "speedup_compare": "speedup over compare_dir",
+    "speedup_plain": "knob winner vs best config without a knob",
     "spot_check": "tuned vs spot check (search quality)",
     "roofline": "percent of roofline",
     "cublas": "tuned vs cuBLAS",

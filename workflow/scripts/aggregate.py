@@ -15,7 +15,7 @@ with open(sm.log[0], "w") as log:
                 "out_dtype": s["out_dtype"]}
     tsvs = {int(m): path for m, path in sm.input.items() if m.isdigit()}
     try:
-        best = aggregate(tsvs, list(sm.output.jsons), sm.output.manifest, expected,
+        best = aggregate(tsvs, dict(zip(sm.output.jsons, sm.params.runs_knobs)), sm.output.manifest, expected,
                          lambda m: set(settings_configs(s, m)))
     except ResultFileError as e:
         print(f"ERROR: {e}", file=log)

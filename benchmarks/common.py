@@ -44,6 +44,11 @@ def exhaustive_points() -> list[tuple[int, int, int]]:
     return points
 
 
+def small_batch_points() -> list[tuple[int, int, int]]:
+    """Every DeepSeek-V3 TP=8 shape at decode batch sizes M = 1, 4, 16 (where the knob regions apply)."""
+    return [(n, k, m) for n, k in tp8_shapes() for m in (1, 4, 16)]
+
+
 # Where the first timing was wrong by the most (host latency in the old estimate), and four more.
 SMOKE_POINTS = [(576, 7168, 1), (3072, 7168, 64), (32768, 512, 128), (7168, 2304, 256), (7168, 2048, 256),
                 (4608, 7168, 16)]

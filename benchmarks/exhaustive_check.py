@@ -10,7 +10,11 @@ The config the workflow chose (from a sweep's JSON with --results, or found here
 tuner's search on the same GPU with --tune) and the exhaustive top 5 are then re-measured
 side by side (FINAL_BUDGET_US, FINAL_ROUNDS): chosen/best is the check.
 
-    python3 -m benchmarks.exhaustive_check --points smoke|tp8|N,K,M[;N,K,M...] (--results DIR | --tune) --out DIR
+    python3 -m benchmarks.exhaustive_check --points smoke|tp8|tp8small|N,K,M[;N,K,M...] (--results DIR | --tune) \
+        --out DIR [--config settings.yaml]
+
+(tp8small: every DeepSeek-V3 TP=8 shape at M = 1, 4, 16, where SGLang's Hopper knobs are tuned with
+`engine: sglang` in --config.)
 
 Writes DIR/points.tsv (one row per point) and DIR/timings.tsv (every config's three timings), and
 prints the ratio distributions that set the tuner's cutoffs: for each stage, the stage's time over
@@ -36,6 +40,8 @@ FINAL_BUDGET_US, FINAL_ROUNDS, TOP = 2000.0, 15, 5
 def parse_points(text: str) -> list[tuple[int, int, int]]:
     if text == "tp8":
         return common.exhaustive_points()
+    if text == "tp8small":
+        return common.small_batch_points()
     if text == "smoke":
         return common.SMOKE_POINTS
     return [tuple(int(x) for x in p.split(",")) for p in text.split(";")]
@@ -65,36 +71,41 @@ def main() -> None:
     import torch
     import triton
 
-    from w8a8_tuner.results.naming import config_file_names, load_config_file, pick_config
+    from w8a8_tuner.plan.sweep import make_plan
+    from w8a8_tuner.results.naming import config_file_names, load_config_file, pick_config, runs_knobs
     from w8a8_tuner.search.bench import launches_for
     from w8a8_tuner.search.compile import Point
     from w8a8_tuner.search.settings import SearchSettings
-    from w8a8_tuner.search.space import configs_at, distinct_at
+    from w8a8_tuner.search.space import pruned_at, timed_at
     from w8a8_tuner.search.stages import tune_point
     from w8a8_tuner.search.status import OK
     from w8a8_tuner.search.workload import Workload
 
     search = SearchSettings.from_tuning(cfg["tuning"])
-
-    def space_at(M):  # the configs the workflow tunes at M (search_space plus its extra regions)
-        return configs_at(cfg["search_space"], cfg["search_space_extra"], block, M)
-
-    block = tuple(cfg["block_shape"])
+    device = torch.cuda.get_device_name() if backend.on_gpu else "CPU (interpreter)"
+    # the configs the workflow tunes at M (search_space, its extra regions where they apply, the block shape)
+    plan = make_plan({**cfg, "backend": args.backend,
+                      "device_name": device.replace(" ", "_") if backend.on_gpu else "auto"},
+                     detect=lambda b: "cpu_interpreter")
+    space_at = plan.configs_at
+    block = plan.block_shape
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.cuda.get_device_name() if backend.on_gpu else "CPU (interpreter)"
     arch = backend.arch(device.replace(" ", "_"))
     print(f"{device}, torch {torch.__version__}, triton {triton.__version__}; search {search}", flush=True)
     point_rows, timing_rows = [], []
     for N, K, M in parse_points(args.points):
         t0 = time.perf_counter()
         if args.results:
-            name = config_file_names(N, K, Path(args.results).name, block, input_type=cfg["input_type"],
-                                     engine=cfg["engine"])[0]
+            names = config_file_names(N, K, Path(args.results).name, block, input_type=cfg["input_type"],
+                                      engine=cfg["engine"])
+            knob_names = [n for n in names if runs_knobs(n, N, K, Path(args.results).name, block,
+                                                         input_type=cfg["input_type"])]
+            name = knob_names[0] if plan.knobs and knob_names else names[0]  # the file with the widest space
             if not (Path(args.results) / "configs" / name).exists():  # a sweep of other shapes
                 print(f"N={N} K={K} M={M}: skipped, no {name} in {args.results}/configs", flush=True)
                 continue
-        point = Point(M, N, K, block, cfg["out_dtype"])
+        point = Point(M, N, K, block, cfg["out_dtype"], cfg["input_type"], cfg["kernel"])
         bench = backend.bench()
         workload = Workload.create(M, N, K, block, cfg["out_dtype"], backend.device, backend.cache_bytes(),
                                    input_type=cfg["input_type"], kernel=cfg["kernel"])
@@ -102,9 +113,11 @@ def main() -> None:
             chosen = pick_config(load_config_file(Path(args.results) / "configs" / name), M)
         else:
             report = tune_point(workload, list(space_at(M)), search, bench,
-                                backend.compiler(point, args.workers, arch), log=lambda s: None)
+                                backend.compiler(point, args.workers, arch),
+                                prune=lambda cs, m, k: pruned_at(cs, m, k, search.prune_accumulators),
+                                log=lambda s: None)
             chosen = report.best
-        configs = distinct_at(list(space_at(M)), M)
+        configs = timed_at(list(space_at(M)), M, K, search.prune_accumulators)
         compiled = {c: r for batch in backend.compiler(point, args.workers, arch)(configs) for c, r in batch.items()}
         checks = workload.check([c for c in configs if compiled[c].status == OK])
         ok = [c for c, r in checks.items() if r.right]
@@ -130,14 +143,18 @@ def main() -> None:
         best_i = min(range(len(final)), key=lambda i: final_us[i])
         chosen_us = final_us[final.index(chosen)]
         win = by_careful[0]  # the careful winner: what each stage's cutoff has to keep
+        plain_careful = [careful[i] for i in range(len(ok)) if not ok[i].knobs]
         row = {"N": N, "K": K, "M": M, "configs": len(ok), "chosen": chosen.label(), "chosen_us": chosen_us,
                "best": final[best_i].label(), "best_us": final_us[best_i],
+               "knob_configs": sum(c.knobs for c in ok),
+               "best_plain_over_best_careful": min(plain_careful) / careful[by_careful[0]] if plain_careful
+               else math.nan,
                "chosen_over_best": chosen_us / final_us[best_i],
                "winner_est_over_best_est": est[win] / min(est),
                "winner_screen_over_best_screen": screen[win] / min(screen),
                "winner_first_round_over_best": round1[win] / min(round1),
                "seconds": time.perf_counter() - t0, "bench_retries": getattr(bench, "retries", 0),
-               "host_us": getattr(bench, "host_us", math.nan)}
+               "host_us": getattr(bench, "host_us", {}).get("launch", math.nan)}
         point_rows.append(row)
         print(f"N={N} K={K} M={M}: chosen {row['chosen']} {chosen_us:.2f} us, best {row['best']} "
               f"{row['best_us']:.2f} us, chosen/best {row['chosen_over_best']:.3f}; careful winner's estimate "

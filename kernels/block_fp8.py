@@ -23,7 +23,8 @@ itself), and the K masks only where K is not a multiple of BLOCK_SIZE_K (`needs_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -281,6 +282,83 @@ def warmup_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapp
     if split > 1:
         compiled.append(kernels.reduce.warmup(parts, C, M * N, split, REDUCE_BLOCK, grid=(1,)))
     return compiled
+
+
+def _bound_launch(fn, grid: tuple, args: tuple, kwargs: dict):
+    """(launch(*values), values): `fn`'s compiled kernel for these arguments, launched with every argument
+    bound ahead: what Triton's dispatch does per call (bind the arguments, compute the specialization key,
+    look the kernel up) is done once. None where that cannot be done here (the interpreter, a launch hook
+    set by a profiler, a Triton without compiled launchers of this form: Triton 3.6 to 3.9 have it)."""
+    try:
+        from triton import knobs
+        from triton.runtime import driver
+    except ImportError:
+        return None
+    hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+    if not hasattr(fn, "device_caches") or any(h is not None and getattr(h, "calls", True) for h in hooks):
+        return None  # a hook to call per launch (a profiler's): Triton's own dispatch prepares its metadata
+    try:
+        compiled = fn.warmup(*args, grid=grid, **kwargs)
+        compiled = compiled.result() if hasattr(compiled, "result") else compiled
+        run, function, packed = compiled.run, compiled.function, compiled.packed_metadata
+        signature = inspect.signature(fn.fn)
+        bound = signature.bind(*args, **{k: v for k, v in kwargs.items() if k in signature.parameters})
+        bound.apply_defaults()
+        device = driver.active.get_current_device()
+        stream_of = driver.active.get_current_stream
+    except (AttributeError, TypeError):
+        return None
+    values = tuple(bound.arguments.values())  # every parameter in order, as Triton's binder passes them
+    grid3 = tuple(grid) + (1,) * (3 - len(grid))
+
+    def launch(*values):
+        # no launch metadata and no hooks: Triton's hook chains are empty here (checked above)
+        run(grid3[0], grid3[1], grid3[2], stream_of(device), function, packed, None, None, None, *values)
+
+    return launch, values
+
+
+def bind_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping) -> Callable | None:
+    """call(B, Bs): one call of `config` on weight B with scales Bs (B and Bs here, or copies of them: same
+    shape, dtype and alignment), as run_block_fp8 makes it (the split-K buffer allocated per call too), with
+    the kernels looked up once here: a few microseconds of host time a call instead of tens. None where
+    bound launches are not available (then use run_block_fp8)."""
+    M = A.numel() // A.shape[-1]
+    N, K = B.shape
+    six = {k: v for k, v in config.items() if k not in KNOBS}
+    masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
+    if not has_knobs(config):
+        extra = masking if _declares(kernels.plain, "needs_masking") else {}
+        bound = _bound_launch(kernels.plain, (grid_size(M, N, six),), launch_args(A, B, C, As, Bs, block_size),
+                              {**six, **extra})
+        if bound is None:
+            return None
+        launch, values = bound
+        return lambda B, Bs: launch(values[0], B, values[2], values[3], Bs, *values[5:])
+    split = int(config.get("SPLIT_K", 1))
+    parts = C if split == 1 else torch.empty((split, M, N), dtype=torch.float32, device=C.device)
+    args = launch_args(A, B, parts, As, Bs, block_size)
+    args = args[:14] + (C.stride(-2), C.stride(-1)) + args[16:]
+    hopper = _bound_launch(kernels.hopper, (grid_size(M, N, six), split), args,
+                           {**six, **masking, "SWAP_AB": bool(config.get("SWAP_AB", False)), "SPLIT_K": split})
+    if hopper is None:
+        return None
+    hopper_launch, hv = hopper
+    if split == 1:
+        return lambda B, Bs: hopper_launch(hv[0], B, hv[2], hv[3], Bs, *hv[5:])
+    reduce = _bound_launch(kernels.reduce, (triton.cdiv(M * N, REDUCE_BLOCK),), (parts, C, M * N, split, REDUCE_BLOCK),
+                           {})
+    if reduce is None:
+        return None
+    reduce_launch, reduce_values = reduce
+    shape, device = (split, M, N), C.device
+
+    def call(B, Bs) -> None:
+        fresh = torch.empty(shape, dtype=torch.float32, device=device)  # as the engine allocates it, per call
+        hopper_launch(hv[0], B, fresh, hv[3], Bs, *hv[5:])
+        reduce_launch(fresh, *reduce_values[1:])
+
+    return call
 
 
 def check_config(config: Mapping, block_size) -> None:

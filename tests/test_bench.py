@@ -47,12 +47,30 @@ class SimulatedGpu:
     def _sleep(self, cycles: int):
         self.queue(cycles / 2000.0)  # the bench assumes 2 GHz
 
+    # a CUDA graph: its launches recorded once; a replay is one host call that queues them all
+    def capture(self, launches, copies):
+        recorded = []
+        self.capturing = recorded
+        for launch, copy in zip(launches, copies):
+            launch(copy)
+        self.capturing = None
 
-def gpu_bench(sim: SimulatedGpu, monkeypatch) -> GpuBench:
+        def replay():
+            self.host += self.host_us
+            for duration in recorded:
+                start = max(self.gpu_free, self.host)
+                self.gpu_free = start + duration
+        return replay
+
+    capturing = None
+
+
+def gpu_bench(sim: SimulatedGpu, monkeypatch, graphs: bool = True) -> GpuBench:
     monkeypatch.setattr(bench_module.time, "perf_counter", lambda: sim.host / 1e6)
     b = GpuBench.__new__(GpuBench)
-    GpuBench.__init__(b)
+    GpuBench.__init__(b, graphs=graphs)
     b._torch = sim
+    b._capture = lambda launches, copies: sim.capture(launches, copies)
     return b
 
 
@@ -63,19 +81,24 @@ def kernels(sim, durations):
     def make(i):
         def launch(copy):
             copies[i].append(copy)
-            sim.queue(durations[i])
+            if sim.capturing is not None:
+                sim.capturing.append(durations[i])
+            else:
+                sim.queue(durations[i])
         return launch
 
     return [make(i) for i in range(len(durations))], copies
 
 
+@pytest.mark.parametrize("graphs", [True, False])
 @pytest.mark.parametrize("host_us", [5.0, 30.0, 400.0])
-def test_no_host_time_in_any_number(monkeypatch, host_us):
+def test_no_host_time_in_any_number(monkeypatch, host_us, graphs):
     """Kernels far shorter than the host's launch cost are timed at their GPU time, single launches and
-    batches alike; a host slower than the bench assumed (400 us a launch against its 40 us start) is
-    caught by the per-segment check and the segment queued again behind a longer hold."""
+    batches (graph replays or launches) alike; a host slower than the bench assumed (400 us a launch
+    against its 40 us start) is caught by the per-segment check and the segment queued again behind a
+    longer hold."""
     sim = SimulatedGpu(host_us)
-    b = gpu_bench(sim, monkeypatch)
+    b = gpu_bench(sim, monkeypatch, graphs)
     durations = [3.0, 7.5, 20.0, 1.25]
     launchers, copies = kernels(sim, durations)
     for launches in (1, [5, 2, 9, 40]):
@@ -86,6 +109,29 @@ def test_no_host_time_in_any_number(monkeypatch, host_us):
     # consecutive launches read consecutive weight copies
     for c in copies:
         assert len(set(c)) == len(c)
+
+
+def test_batches_are_graphs_captured_once_and_hold_the_stream_briefly(monkeypatch):
+    """A contender of several launches a round is one graph, captured once and replayed every round: the host
+    makes one call per contender a round, so the stream is held for far less GPU time than the launches
+    would need; still every number is the kernels' GPU time."""
+    durations = [3.0, 7.5, 20.0, 1.25]
+    held = {}
+    for graphs in (True, False):
+        sim = SimulatedGpu(30.0)
+        b = gpu_bench(sim, monkeypatch, graphs)
+        sleeps = []
+        real_sleep = sim._sleep
+        sim._sleep = lambda cycles, sleeps=sleeps, real_sleep=real_sleep: (sleeps.append(cycles / 2000.0),
+                                                                            real_sleep(cycles))
+        launchers, copies = kernels(sim, durations)
+        times = b.measure(launchers, 50, rounds=6)
+        assert all(t == pytest.approx([d] * 6, rel=1e-9) for t, d in zip(times, durations))
+        held[graphs] = sum(sleeps)
+        assert b.captures == (4 if graphs else 0)
+        # each contender's launches read consecutive, distinct weight copies
+        assert all(len(set(c)) == len(c) for c in copies)
+    assert held[True] < held[False] / 20
 
 
 def test_what_the_check_prevents(monkeypatch):

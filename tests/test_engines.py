@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import DEV, REPO, SCHEMA, job_count, make_workdir, results, snakemake, stop_workers, validated
@@ -243,3 +244,71 @@ def test_int8_writes_one_file_both_engines_load(tmp_path):
             assert len(ok) and (ok["rel_error"] < 8e-3).all() and not ok["rel_error"].map(math.isnan).any()
     finally:
         stop_workers(wd)
+
+
+# --- SGLang's Hopper knobs end to end ------------------------------------------------------------------
+
+KNOB_REGION = {"min_M": 1, "max_M": 16, "BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [32, 64], "BLOCK_SIZE_K": "auto",
+               "GROUP_SIZE_M": [1], "num_warps": [4], "num_stages": [2], "SWAP_AB": [False, True],
+               "SPLIT_K": [1, 2, 4]}
+
+
+@pytest.mark.e2e
+def test_engine_both_with_knobs_gives_each_engine_the_best_it_can_run(tmp_path):
+    """engine: both with a knob region (interpreter): each point's TSV lists the knob configs beside the plain
+    ones and names both winners; SGLang's file holds each point's best, vLLM's the best without a knob (never
+    a knob key), each as its engine reads it; verify times the best without a knob beside the tuned config."""
+    from w8a8_tuner.results.tsv import read_tsv
+
+    wd = make_workdir(tmp_path, engine="both", shapes=[[256, 512]], batch_sizes=[1, 33],
+                      search_space_extra=[KNOB_REGION], verify=True)
+    try:
+        run = snakemake(wd, "--cores", "2", "--resources", "gpu=1")
+        assert run.returncode == 0, run.stderr[-3000:]
+        folder = results(wd) / "configs"
+        vllm = engine_configs(folder, "vllm", "fp8", 256, 512, DEV, (128, 128))
+        sglang = engine_configs(folder, "sglang", "fp8", 256, 512, DEV, (128, 128))
+        tsvs = {m: next((results(wd) / "tune").glob(f"*/N256_K512/M{m}.tsv")) for m in (1, 33)}
+        meta1, df1 = read_tsv(tsvs[1])
+        assert df1["config"].map(lambda c: c.knobs).sum() == 2 * 2 * (2 * 3 - 1)  # BN x BK x knob pairs but plain
+        assert sglang[1] == Config.from_label(meta1["best"]).as_dict()
+        assert vllm[1] == Config.from_label(meta1["best_plain"]).as_dict()
+        meta33, df33 = read_tsv(tsvs[33])
+        assert "best_plain" not in meta33 and not df33["config"].map(lambda c: c.knobs).any()  # outside the region
+        assert vllm[33] == sglang[33] == Config.from_label(meta33["best"]).as_dict()
+        assert all(not ({"SWAP_AB", "SPLIT_K"} & set(entry)) for entry in vllm.values())
+        # verify: the tuned config is SGLang's; the plain contender is the best without a knob, where tuned
+        table = pd.read_csv(next((results(wd) / "verify").glob("*/verify.tsv")), sep="\t")
+        rows = {int(r.M): r for r in table.itertuples()}
+        assert rows[1].tuned_config == meta1["best"] and rows[1].plain_config == meta1["best_plain"]
+        assert rows[1].plain_status == "ok" and rows[33].plain_status == "missing"
+        assert list((results(wd) / "verify").glob("*/speedup_plain.png"))
+    finally:
+        stop_workers(wd)
+
+
+def test_a_knob_winner_goes_to_sglangs_file_only(tmp_path):
+    """A point whose best config carries a knob: SGLang's file gets it, vLLM's the best without one."""
+    from w8a8_tuner.results.tsv import point_meta, write_tsv
+    from w8a8_tuner.search.stages import Result
+
+    plain, knob = Config(16, 64, 128, 1, 4, 3), Config(16, 64, 64, 1, 4, 3, SWAP_AB=True, SPLIT_K=8)
+    s = {"fingerprint": "abc", "device_name": DEV, "backend": "interpret", "block_shape": [128, 128],
+         "out_dtype": "bfloat16"}
+    tsv = tmp_path / "M1.tsv"
+    rows = [Result(knob, "ok", 4.0, 4.1, 0.003, "remeasure"), Result(plain, "ok", 9.0, 9.2, 0.003, "remeasure")]
+    write_tsv(tsv, point_meta(s, 512, 7168, 1, "x", "cpu", "h", 0.0, 1.0), rows, knob, plain)
+    expected = {k: s[k] for k in ("fingerprint", "device_name", "backend", "block_shape", "out_dtype")}
+    jsons = {tmp_path / "vllm.json": False, tmp_path / "sglang.json": True}
+    aggregate({1: str(tsv)}, jsons, tmp_path / "m.tsv", {**expected, "N": 512, "K": 7168})
+    assert load_config_file(tmp_path / "sglang.json") == {1: knob}
+    assert load_config_file(tmp_path / "vllm.json") == {1: plain}
+    entry = __import__("json").loads((tmp_path / "sglang.json").read_text())["1"]
+    assert entry["SWAP_AB"] is True and entry["SPLIT_K"] == 8
+    # a TSV whose header names another plain winner than its rows is refused
+    text = tsv.read_text().replace(f"# best_plain: {plain.label()}", f"# best_plain: {knob.label()}")
+    tsv.write_text(text)
+    from w8a8_tuner.results.tsv import ResultFileError, read_tsv
+
+    with pytest.raises(ResultFileError, match="header says best_plain"):
+        read_tsv(tsv)

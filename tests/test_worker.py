@@ -112,3 +112,28 @@ def test_new_code_gets_a_new_worker(tmp_path, monkeypatch):
     with open(copy / "w8a8_tuner" / "jobs" / "point.py", "a") as f:
         f.write("\n# edited\n")
     assert worker.address("fake0", "interpret", str(tmp_path / "cache")) != before
+
+
+def test_a_prestarted_worker_serves_the_first_job(tmp_path, lock_dir):
+    """A run starts the workers before its first job (onstart): the first job is served by that process, and
+    starting again while it serves starts no second one."""
+    req = request(tmp_path, "prestart")
+    cache = str(tmp_path / "cache")
+    cpu = slots.Slot(index=0, uuid="cpu", fd=-1)
+    (pid,) = worker.prestart([cpu], "interpret", cache, 120, None, 0)
+
+    def serving():
+        sock = worker._connect(worker.address("cpu", "interpret", cache), None, 0)
+        if sock is not None:
+            sock.close()
+        return sock is not None
+
+    wait_for(serving, 60)
+    assert worker.prestart([cpu], "interpret", cache, 120, None, 0) == []  # one serves: none started
+    job = Job(req, tmp_path)
+    job.start()
+    job.join(300)
+    assert job.error is None and job.summary
+    assert f"worker pid {pid} took the point" in job.lines
+    assert not any(line.startswith("started worker") for line in job.lines)
+    read_tsv(req["tsv"])

@@ -152,22 +152,20 @@ class StandIn:
         """w8a8_tuner.jobs.point.run_point with the GPU's work slept: the real compile stream, a valid TSV."""
         from w8a8_tuner.plan.settings import settings_point
         from w8a8_tuner.results.tsv import point_meta, write_tsv
-        from w8a8_tuner.search.backend import prepare
         from w8a8_tuner.search.compile import target_arch
-        from w8a8_tuner.search.space import prune_equivalent, settings_configs
+        from w8a8_tuner.search.settings import SearchSettings
+        from w8a8_tuner.search.space import pruned_at, settings_configs
 
         s = request["settings"]
-        prepare(s["backend"], request["triton_cache"])  # the outcome files live in the Triton cache
         arch, workers = target_arch(s["device_name"]), int(request["compile_workers"])
         if not self._worker_started:
             self._start_worker(arch, workers, log)
         started = time.time()
         N, K, M = request["N"], request["K"], request["M"]
         configs = list(settings_configs(s, M))  # as run_point: the same configs, point and compile stream
-        rep = prune_equivalent(configs, M)
-        rows = {c: _Row(c, PRUNED, note=f"same program order as {rep[c].label()} at M={M}")
-                for c in configs if rep[c] != c}
-        todo = [c for c in configs if rep[c] == c]
+        reasons = pruned_at(configs, M, K, SearchSettings(**s["search"]).prune_accumulators)
+        rows = {c: _Row(c, PRUNED, note=reasons[c]) for c in configs if c in reasons}
+        todo = [c for c in configs if c not in reasons]
         per_config_s, rest_s = self.point_cost(N, K, M)
         point = settings_point(s, N, K, M)
         ok = self._first_round(point, todo, workers, arch, per_config_s, rows, log)
@@ -175,10 +173,10 @@ class StandIn:
         self.sleep(rest_s)
         log(f"[{time.perf_counter() - t0:7.2f} s] estimate, screen, re-measure (stand-in: the measured rest)")
 
-        best = _made_up_times(ok, rows)
+        best, best_plain = _made_up_times(ok, rows, any(c.knobs for c in configs))
         meta = point_meta(s, N, K, M, "made up (projection stand-in)", request["slot"], os.uname().nodename,
                           started, time.time())
-        write_tsv(request["tsv"], meta, [rows[c] for c in configs], best)
+        write_tsv(request["tsv"], meta, [rows[c] for c in configs], best, best_plain)
         return f"{best.label()} {rows[best].time_us:.2f} us (stand-in)"
 
     def _first_round(self, point, todo: list, workers: int, arch: int, per_config_s: float, rows: dict, log) -> list:
@@ -210,16 +208,18 @@ def _compiler_kind() -> str:
         return "unknown"
 
 
-def _made_up_times(ok: list, rows: dict):
-    """Give every ok config a stable made-up time (from its label), the best three re-measured; the best."""
+def _made_up_times(ok: list, rows: dict, knobs: bool):
+    """Give every ok config a stable made-up time (from its label), the best three of each family (without and
+    with a Hopper knob) re-measured; (the best, the best without a knob where the space has knobs, else None)."""
     for c in ok:
         r = rows[c]
         r.time_us = 10.0 + zlib.crc32(c.label().encode()) % 100000 / 1000
         r.rel_error, r.stage = 0.0, "estimate"
     ranked = sorted(ok, key=lambda c: (rows[c].time_us, c))
-    for c in ranked[:3]:
+    plain = [c for c in ranked if not c.knobs]
+    for c in plain[:3] + [c for c in ranked if c.knobs][:3]:
         rows[c].stage, rows[c].screen_us = "remeasure", rows[c].time_us
-    return ranked[0]
+    return ranked[0], (plain[0] if knobs and plain else None)
 
 
 _ACTIVE: dict[str, StandIn] = {}

@@ -37,15 +37,16 @@ def check_device(expected: str, index: int, out_path: str) -> None:
 
 def run_point(request: dict, device_index: int | None, log) -> str:
     """Tune the request's point and write its TSV; returns the one-line result for the job's output."""
-    if hooks.standin_on():  # the projection's stand-in: sleeps, no GPU (hooks.py)
-        from w8a8_tuner.standin import active
-
-        return active().run_point(request, log)
     from w8a8_tuner.search.backend import prepare
 
+    backend = prepare(request["settings"]["backend"], request["triton_cache"])  # before triton is imported
+    return backend.run_point(request, device_index, log, tune_request)
+
+
+def tune_request(backend, request: dict, device_index: int | None, log) -> str:
+    """The tuner: search the request's point on `backend` (w8a8_tuner.search.backend) and write its TSV."""
     started = time.time()
     s = request["settings"]
-    backend = prepare(s["backend"], request["triton_cache"])  # before triton is imported (below)
     from w8a8_tuner.plan.settings import settings_point, variant
     from w8a8_tuner.results.tsv import point_meta, write_tsv
     from w8a8_tuner.search.settings import SearchSettings

@@ -63,6 +63,20 @@ def visible_gpus() -> list[str]:
     return select_visible(listed, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
+def visible_gpu_names() -> list[str] | None:
+    """Names of the GPUs this process may use, in CUDA's order (as torch.cuda.get_device_name gives them), read
+    with nvidia-smi; None where nvidia-smi cannot tell (then ask torch)."""
+    if os.environ.get(FAKE_GPUS_ENV):
+        return None
+    try:
+        rows = subprocess.run(["nvidia-smi", "--query-gpu=uuid,name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = dict(row.split(", ", 1) for row in rows if ", " in row)
+    return [names[u] for u in select_visible(list(names), os.environ.get("CUDA_VISIBLE_DEVICES"))]
+
+
 def select_visible(all_uuids: list[str], cuda_visible: str | None) -> list[str]:
     """Apply CUDA_VISIBLE_DEVICES (indices or UUID prefixes; parsing stops at the first bad entry)."""
     if cuda_visible is None:

@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-from w8a8_tuner import hooks
 from w8a8_tuner.jobs.slots import Slot, lock_dir
 
 PACKAGE_ROOTS = [Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "kernels"]
@@ -77,16 +76,33 @@ def _recv_line(conn: socket.socket) -> dict | None:
 
 # --- job side ---------------------------------------------------------------------------
 
-def _start(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float) -> subprocess.Popen:
+def _start(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float, arch: int | None = None,
+           compile_workers: int = 0) -> subprocess.Popen:
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    prewarm = ["--arch", str(arch), "--compile-workers", str(compile_workers)] if arch and compile_workers else []
     with open(folder / f"{addr}.log", "a") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "w8a8_tuner.jobs.worker", "--address", addr, "--slot", slot.uuid,
              "--slot-index", str(slot.index), "--backend", backend,
-             "--triton-cache", str(Path(triton_cache).resolve()), "--idle", str(idle_s)],
+             "--triton-cache", str(Path(triton_cache).resolve()), "--idle", str(idle_s), *prewarm],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # outlives the job that started it
+
+
+def prestart(slots: list[Slot], backend: str, triton_cache: str, idle_s: float, arch: int | None,
+             compile_workers: int) -> list[int]:
+    """Start the worker of each slot that has none, without waiting for it: when a run starts, so that torch,
+    CUDA and the compile pool are ready by the time the first job hands over its point. Returns their pids."""
+    started = []
+    for slot in slots:
+        addr = address(slot.uuid, backend, triton_cache)
+        sock = _connect(addr, None, 0)
+        if sock is not None:
+            sock.close()  # one is serving (a closed connection without a request is ignored)
+            continue
+        started.append(_start(addr, slot, backend, triton_cache, idle_s, arch, compile_workers).pid)
+    return started
 
 
 def _connect(addr: str, proc: subprocess.Popen | None, timeout_s: float) -> socket.socket | None:
@@ -103,6 +119,15 @@ def _connect(addr: str, proc: subprocess.Popen | None, timeout_s: float) -> sock
             time.sleep(0.05)
 
 
+def prewarm_of(request: dict) -> tuple[int | None, int]:
+    """(arch, compile workers) of the compile pool a new worker starts before its first request arrives."""
+    from w8a8_tuner.search.compile import target_arch
+
+    s = request["settings"]
+    arch = target_arch(s["device_name"]) if s["backend"] == "cuda" else None
+    return arch, int(request["compile_workers"])
+
+
 def submit(request: dict, slot: Slot | None, backend: str, triton_cache: str, idle_s: float, log) -> str:
     """Have the worker of `slot` (None: the CPU) tune `request`; its one-line summary, or WorkerError."""
     slot = slot or Slot(index=0, uuid="cpu", fd=-1)
@@ -111,7 +136,7 @@ def submit(request: dict, slot: Slot | None, backend: str, triton_cache: str, id
     for _ in range(3):
         sock = _connect(addr, None, 0)
         if sock is None:
-            proc = _start(addr, slot, backend, triton_cache, idle_s)
+            proc = _start(addr, slot, backend, triton_cache, idle_s, *prewarm_of(request))
             log(f"started worker pid {proc.pid} for slot {slot.uuid} (log {worker_log})")
             sock = _connect(addr, proc, 300) or _connect(addr, None, 0)  # another may have won the address
             if sock is None:
@@ -148,7 +173,8 @@ def _client_alive(conn: socket.socket) -> bool:
         return False
 
 
-def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float) -> None:
+def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float, arch: int | None = None,
+          compile_workers: int = 0) -> None:
     from w8a8_tuner.jobs.point import DeviceMismatch, run_point
     from w8a8_tuner.jobs.slots import pin_to
     from w8a8_tuner.search.backend import prepare
@@ -161,12 +187,9 @@ def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float)
     listener.listen(16)
     listener.settimeout(idle_s)
     device_index = pin_to(slot) if backend == "cuda" else None  # before CUDA starts
-    prepare(backend, triton_cache)  # before triton is imported
-    standin = hooks.standin_on()  # the projection's stand-in sleeps instead of using a GPU: no torch, no CUDA
-    if not standin:
-        from w8a8_tuner.search.stages import NoValidConfig  # imports torch and triton once, for every request
-    else:
-        NoValidConfig = DeviceMismatch
+    runner = prepare(backend, triton_cache)  # before triton is imported
+    # torch, triton, CUDA and the compile pool once, for every request; errors that fail one point only
+    point_errors = runner.start(device_index, arch, compile_workers)
 
     print(f"worker pid {os.getpid()} serving slot {slot.uuid} ({backend}) at @{addr}", flush=True)
     while True:
@@ -192,7 +215,7 @@ def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float)
                 except ClientGone:
                     print(f"job for {request['tsv']} went away; request abandoned", flush=True)
                     continue
-                except (NoValidConfig, DeviceMismatch) as e:
+                except (DeviceMismatch, *point_errors) as e:
                     reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
                 except Exception as e:  # noqa: BLE001 - reported, then a fresh process serves the next job
                     reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
@@ -200,10 +223,7 @@ def serve(addr: str, slot: Slot, backend: str, triton_cache: str, idle_s: float)
                     import traceback
 
                     traceback.print_exc()
-            if backend == "cuda" and not standin:
-                import torch
-
-                torch.cuda.empty_cache()  # leave the GPU's memory to others between jobs
+            runner.after_point()  # leave the GPU's memory to others between jobs
             try:
                 _send(conn, reply)
             except OSError:
@@ -221,8 +241,11 @@ def main() -> None:
     ap.add_argument("--backend", required=True, choices=["cuda", "interpret"])
     ap.add_argument("--triton-cache", required=True)
     ap.add_argument("--idle", type=float, required=True, help="seconds without a request before it exits")
+    ap.add_argument("--arch", type=int, default=None, help="with --compile-workers: start the compile pool for it")
+    ap.add_argument("--compile-workers", type=int, default=0, help="processes of the compile pool to start")
     args = ap.parse_args()
-    serve(args.address, Slot(index=args.slot_index, uuid=args.slot, fd=-1), args.backend, args.triton_cache, args.idle)
+    serve(args.address, Slot(index=args.slot_index, uuid=args.slot, fd=-1), args.backend, args.triton_cache, args.idle,
+          args.arch, args.compile_workers)
 
 
 if __name__ == "__main__":

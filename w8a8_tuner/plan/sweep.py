@@ -77,13 +77,20 @@ class Plan:
 
 
 def detect_device_name(backend: str) -> str:
+    """The first visible GPU's name as the engines name it, read with nvidia-smi (torch's import and CUDA's
+    start cost seconds at every start of the workflow); torch where nvidia-smi is missing."""
     if backend == "interpret":
         return INTERPRET_DEVICE
-    import torch
+    from w8a8_tuner.jobs.slots import visible_gpu_names
 
-    if not torch.cuda.is_available():
+    names = visible_gpu_names()
+    if names is None:
+        import torch
+
+        names = [torch.cuda.get_device_name(0)] if torch.cuda.is_available() else []
+    if not names:
         raise ConfigError(f"backend: 'cuda' but no GPU is visible here, and device_name is 'auto'. {CPU_DEMO_HINT}")
-    return normalize_device_name(torch.cuda.get_device_name(0))
+    return normalize_device_name(names[0])
 
 
 def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:

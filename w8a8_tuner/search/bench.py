@@ -19,6 +19,10 @@ GPU (`GpuBench`), the method:
   two calls of one layer): consecutive launches read consecutive weight copies
   (`rotating_weights`), enough of them that one cycle overflows L2 several times.
 - A contender's time in a round is the time between its two events over its launches.
+- A contender of several launches a round is captured once as a CUDA graph of those launches (over
+  consecutive weight copies) and replayed every round: one host call a round, so the stream is held
+  for microseconds instead of the host's launch cost per launch. The engines serve decode from CUDA
+  graphs too; a replay's launches run back to back, as there.
 
 Interpreter (`WallBench`): the same calls timed with the host clock, one launch after another.
 Its numbers mean nothing as GPU speed; they only let the CPU test suite run the same code.
@@ -109,18 +113,26 @@ class WallBench(Bench):
 
 
 class GpuBench(Bench):
-    """CUDA events behind a held stream (see the module docstring)."""
+    """CUDA events behind a held stream (see the module docstring); a contender of several launches a round
+    is one CUDA graph, captured once and replayed every round."""
 
-    def __init__(self, max_segment_launches: int = 192, attempts: int = 6):
+    def __init__(self, max_segment_launches: int = 192, attempts: int = 6, max_segment_graphs: int = 64,
+                 graphs: bool = True):
         super().__init__()
         import torch
 
         self._torch = torch
         self.max_segment_launches = max_segment_launches
+        self.max_segment_graphs = max_segment_graphs
         self.attempts = attempts
-        self.host_us = 40.0  # host time to queue one launch or event, learned (starts high)
+        self.graphs = graphs
+        # host time to queue one call (a launch, or a graph replay, and the events beside them), learned per
+        # kind (starts high); a segment holds the stream for 1.5x what its calls are expected to take
+        self.host_us = {"launch": 40.0, "graph": 20.0}
         self._events: list = []
+        self._captured: dict = {}  # (launcher, launches) -> replay(), for the bench's life (one point)
         self.retries = 0     # segments queued again because the host was not done in time
+        self.captures = 0    # graphs captured
 
     def _event_pool(self, n: int) -> list:
         while len(self._events) < n:
@@ -130,23 +142,65 @@ class GpuBench(Bench):
     def measure(self, launchers, launches, rounds):
         per = _per_contender(launches, len(launchers))
         times: list[list[float]] = [[] for _ in launchers]
+        # A contender of several launches a round runs as one graph: one host call a round instead of one per
+        # launch, so the stream is held for a few microseconds instead of tens per launch.
+        items = [self._graph(launchers[i], per[i]) if self.graphs and per[i] > 1 else None
+                 for i in range(len(launchers))]
         for r in range(rounds):
             segment: list[int] = []
             for i in _round_order(len(launchers), r):
-                if segment and sum(per[j] for j in segment) + per[i] > self.max_segment_launches:
-                    self._time_segment(launchers, segment, per, times)
+                if segment and self._full(segment, i, per, items):
+                    self._time_segment(launchers, items, segment, per, times)
                     segment = []
                 segment.append(i)
             if segment:
-                self._time_segment(launchers, segment, per, times)
+                self._time_segment(launchers, items, segment, per, times)
         return times
 
-    def _time_segment(self, launchers, segment: list[int], per: list[int], times) -> None:
+    def _full(self, segment: list[int], i: int, per: list[int], items: list) -> bool:
+        """Whether contender i starts a new segment: segments hold one kind of call, and a bounded number."""
+        graph = items[i] is not None
+        if graph != (items[segment[0]] is not None):
+            return True
+        if graph:
+            return len(segment) >= self.max_segment_graphs
+        return sum(per[j] for j in segment) + per[i] > self.max_segment_launches
+
+    def _graph(self, launch, n: int):
+        """replay(): the n launches of `launch` over the next n weight copies, captured once as a CUDA graph."""
+        key = (launch, n)
+        if key not in self._captured:
+            self._captured[key] = self._capture([launch] * n, [self._next_copy() for _ in range(n)])
+            self.captures += 1
+        return self._captured[key]
+
+    def _capture(self, launches, copies):
         torch = self._torch
-        queued = sum(per[i] for i in segment) + len(segment) + 1  # launches and events
+        if not hasattr(self, "_capture_stream"):
+            self._capture_stream = torch.cuda.Stream()
+            self._graph_pool = torch.cuda.graph_pool_handle()  # graphs replay one at a time: one pool
+        for launch, copy in zip(launches[:1], copies):
+            launch(copy)  # anything a first launch does (loading the binary) happens outside the capture
+        graph = torch.cuda.CUDAGraph()
+        stream = self._capture_stream
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            graph.capture_begin(pool=self._graph_pool)
+            try:
+                for launch, copy in zip(launches, copies):
+                    launch(copy)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
+        return graph.replay
+
+    def _time_segment(self, launchers, items, segment: list[int], per: list[int], times) -> None:
+        torch = self._torch
+        kind = "graph" if items[segment[0]] is not None else "launch"
+        calls = (len(segment) if kind == "graph" else sum(per[i] for i in segment)) + len(segment) + 1
         events = self._event_pool(len(segment) + 2)
         for _ in range(self.attempts):
-            hold_us = 1.5 * self.host_us * queued + 100.0
+            hold_us = 1.5 * self.host_us[kind] * calls + 100.0
             t0 = time.perf_counter()
             events[0].record()
             # torch.cuda._sleep spins for a number of GPU cycles; 2 GHz is above Hopper's clocks,
@@ -154,20 +208,23 @@ class GpuBench(Bench):
             torch.cuda._sleep(int(hold_us * 2000))
             events[1].record()
             for j, i in enumerate(segment):
-                launch, n = launchers[i], per[i]
-                for _ in range(n):
-                    launch(self._next_copy())
+                if kind == "graph":
+                    items[i]()
+                else:
+                    launch = launchers[i]
+                    for _ in range(per[i]):
+                        launch(self._next_copy())
                 events[j + 2].record()
             host_us = (time.perf_counter() - t0) * 1e6
             events[len(segment) + 1].synchronize()
             held_us = events[0].elapsed_time(events[1]) * 1000.0
-            per_item = host_us / queued
-            self.host_us = max(0.9 * self.host_us + 0.1 * per_item, per_item)
+            per_call = host_us / calls
+            self.host_us[kind] = max(0.9 * self.host_us[kind] + 0.1 * per_call, per_call)
             if host_us < held_us:
                 for j, i in enumerate(segment):
                     times[i].append(events[j + 1].elapsed_time(events[j + 2]) * 1000.0 / per[i])
                 return
             self.retries += 1
-            self.host_us = max(self.host_us, 2 * per_item)
-        raise BenchError(f"the host could not queue {queued} launches and events within the sleep that held the "
+            self.host_us[kind] = max(self.host_us[kind], 2 * per_call)
+        raise BenchError(f"the host could not queue {calls} launches and events within the sleep that held the "
                          f"stream ({self.attempts} attempts; last: queued in {host_us:.0f} us, held {held_us:.0f} us)")

@@ -228,14 +228,20 @@ def compile_threads():
     return max(1, cores() - gpu_slots())
 
 
-def compile_workers(wildcards, threads):
+def local_compile_workers():
+    """Compile processes of a tune job on this node: the setting, or auto = its share of the cores."""
     setting = config["tuning"]["compile_workers"]
-    if setting != "auto":
-        return int(setting)
+    return int(setting) if setting != "auto" else max(1, cores() // gpu_slots())
+
+
+def compile_workers(wildcards, threads):
     # On a cluster a job gets the CPUs it asked for: its threads (the profile's set-threads),
     # the same number on the head node and in the job. Locally, a tune job compiles what its
     # compile job missed with its share of the cores.
-    return threads if workflow.non_local_exec or workflow.remote_exec else max(1, cores() // gpu_slots())
+    setting = config["tuning"]["compile_workers"]
+    if (workflow.non_local_exec or workflow.remote_exec) and setting == "auto":
+        return threads
+    return local_compile_workers()
 
 
 # --- verification (workflow/rules/verify.smk) ------------------------------------------------
@@ -307,3 +313,23 @@ onstart:
     except OSError as e:
         raise WorkflowError(str(e))
     os.environ[RUN_STARTED_ENV] = f"{time.time():.3f}"
+    prestart_workers()
+
+
+# Tune jobs hand their points to a persistent worker per GPU: start those when the run starts, so that
+# torch, CUDA and the compile pool are ready when the first job arrives (a worker exits when idle).
+NOT_TUNING_TARGETS = {"shapes", "compile_all", "install"}
+
+
+def prestart_workers():
+    targets = set(workflow.dag_settings.targets or ())
+    if (PLAN.backend != "cuda" or not config["tuning"]["persistent_worker"] or workflow.non_local_exec
+            or (targets and targets <= NOT_TUNING_TARGETS)
+            or all(Path(tune_tsv(n, k, m)).exists() for n, k, m in PLAN.points())):
+        return
+    from w8a8_tuner.jobs import worker
+    from w8a8_tuner.jobs.slots import Slot, visible_gpus
+
+    gpus = visible_gpus()[: gpu_slots()]
+    worker.prestart([Slot(i, uuid, -1) for i, uuid in enumerate(gpus)], "cuda", TRITON_CACHE,
+                    config["tuning"]["worker_idle_s"], COMPILE_ARCH, local_compile_workers())

@@ -7,12 +7,12 @@ from pathlib import Path
 from w8a8_tuner.search.backend import prepare
 
 sm = snakemake  # noqa: F821
-prepare("cuda", sm.params.triton_cache)  # sets the cache folder before triton is imported
+backend = prepare("cuda", sm.params.triton_cache)  # sets the cache folder before triton is imported
 
-from w8a8_tuner import hooks  # noqa: E402
 from w8a8_tuner.plan.settings import settings_point  # noqa: E402
 from w8a8_tuner.results.files import write_atomic  # noqa: E402
-from w8a8_tuner.search.compile import compile_config, compile_for_points  # noqa: E402
+from w8a8_tuner.search.compile import compile_for_points  # noqa: E402
+from w8a8_tuner.search.settings import SearchSettings  # noqa: E402
 from w8a8_tuner.search.space import settings_configs  # noqa: E402
 from w8a8_tuner.search.status import STATUSES  # noqa: E402
 
@@ -24,13 +24,10 @@ def main():
     with open(sm.log[0], "w", buffering=1) as log:
         t0 = time.perf_counter()
         points = [settings_point(settings, n, k, m) for n, k, m in sm.params.points]
-        if hooks.standin_on():  # the projection (benchmarks/projection.py) replays measured compile times
-            from w8a8_tuner.standin import compile_config as compile_fn
-        else:
-            compile_fn = compile_config
+        prune = SearchSettings(**settings["search"]).prune_accumulators
         # nice: ahead-of-time work; a tune job compiling what its point lacks keeps the GPU waiting
         results = compile_for_points(points, lambda m: settings_configs(settings, m), sm.threads, sm.params.arch,
-                                     compile_fn, nice=PREFETCH_NICE)
+                                     backend.compile_fn, nice=PREFETCH_NICE, max_accumulators=prune)
         counts = {s: sum(r.status == s for r in results.values()) for s in STATUSES}
         print(f"{len(results)} configs for {len(points)} points for sm{sm.params.arch} in "
               f"{time.perf_counter() - t0:.1f} s with {sm.threads} processes: {counts}", file=log)

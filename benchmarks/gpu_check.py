@@ -62,12 +62,12 @@ def main() -> None:
         b = torch.full((M, N), math.nan, dtype=torch.bfloat16, device="cuda")
         run_block_fp8(BUILTIN, ops.A, ops.B, a, ops.As, ops.Bs, block, entry)
         bound = bind_block_fp8(BUILTIN, ops.A, ops.B, b, ops.As, ops.Bs, block, entry)
-        bound(ops.B, ops.Bs)
+        bound(ops.B, ops.Bs, b)
         torch.cuda.synchronize()
         host = {}
         calls = (("dispatch", lambda a=a, entry=entry: run_block_fp8(BUILTIN, ops.A, ops.B, a, ops.As, ops.Bs, block,
                                                                      entry)),
-                 ("bound", lambda bound=bound: bound(ops.B, ops.Bs)))
+                 ("bound", lambda bound=bound, b=b: bound(ops.B, ops.Bs, b)))
         for name, fn in calls:
             t0 = time.perf_counter()
             for _ in range(200):

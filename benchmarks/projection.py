@@ -365,14 +365,15 @@ def synthetic_costs(config: dict, compile_s: float, first_round_ms: float, rest_
     from w8a8_tuner.plan.settings import result_settings, variant
     from w8a8_tuner.plan.sweep import make_plan
     from w8a8_tuner.search.compile import Point, specialization_key
-    from w8a8_tuner.search.space import distinct_at, settings_configs
+    from w8a8_tuner.search.space import settings_configs, timed_at
 
     plan = make_plan(config)
     settings = result_settings(plan, config["tuning"])
+    prune = settings["search"].get("prune_accumulators", 0)
     needed: dict[str, set] = {}
     for n, k, m in plan.points():
         spec = specialization_key(Point(m, n, k, plan.block_shape, plan.out_dtype, **variant(settings)))
-        needed.setdefault(spec, set()).update(distinct_at(list(settings_configs(settings, m)), m))
+        needed.setdefault(spec, set()).update(timed_at(list(settings_configs(settings, m)), m, k, prune))
     compile_costs = {}
     for spec, configs in sorted(needed.items()):
         seconds = {c.label(): [round(compile_s * (1 - spread + 2 * spread * (zlib.crc32(

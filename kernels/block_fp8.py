@@ -319,22 +319,35 @@ def _bound_launch(fn, grid: tuple, args: tuple, kwargs: dict):
 
 
 def bind_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping) -> Callable | None:
-    """call(B, Bs): one call of `config` on weight B with scales Bs (B and Bs here, or copies of them: same
-    shape, dtype and alignment), as run_block_fp8 makes it (the split-K buffer allocated per call too), with
-    the kernels looked up once here: a few microseconds of host time a call instead of tens. None where
-    bound launches are not available (then use run_block_fp8)."""
+    """call(B, Bs, C): one call of `config` on weight B with scales Bs into C, as run_block_fp8 makes it (the
+    split-K buffer allocated per call too), with the kernels looked up once here for these operands: a few
+    microseconds of host time a call instead of tens. A call's B, Bs and C are these or others of the same
+    shape, dtype and layout (weight copies, other outputs); a C that is not 16-byte aligned, which the
+    binaries here may assume, is launched through run_block_fp8. None where bound launches are not
+    available (then use run_block_fp8)."""
     M = A.numel() // A.shape[-1]
     N, K = B.shape
     six = {k: v for k, v in config.items() if k not in KNOBS}
     masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
+    aligned = C.data_ptr() % 16 == 0
+
+    def unaligned(B, Bs, C):
+        run_block_fp8(kernels, A, B, C, As, Bs, block_size, config)
+
     if not has_knobs(config):
         extra = masking if _declares(kernels.plain, "needs_masking") else {}
         bound = _bound_launch(kernels.plain, (grid_size(M, N, six),), launch_args(A, B, C, As, Bs, block_size),
                               {**six, **extra})
         if bound is None:
             return None
-        launch, values = bound
-        return lambda B, Bs: launch(values[0], B, values[2], values[3], Bs, *values[5:])
+        launch, v = bound
+
+        def call(B, Bs, C) -> None:
+            if aligned and C.data_ptr() % 16:
+                return unaligned(B, Bs, C)
+            launch(v[0], B, C, v[3], Bs, *v[5:])
+
+        return call
     split = int(config.get("SPLIT_K", 1))
     parts = C if split == 1 else torch.empty((split, M, N), dtype=torch.float32, device=C.device)
     args = launch_args(A, B, parts, As, Bs, block_size)
@@ -345,18 +358,25 @@ def bind_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mappin
         return None
     hopper_launch, hv = hopper
     if split == 1:
-        return lambda B, Bs: hopper_launch(hv[0], B, hv[2], hv[3], Bs, *hv[5:])
+        def call(B, Bs, C) -> None:
+            if aligned and C.data_ptr() % 16:
+                return unaligned(B, Bs, C)
+            hopper_launch(hv[0], B, C, hv[3], Bs, *hv[5:])
+
+        return call
     reduce = _bound_launch(kernels.reduce, (triton.cdiv(M * N, REDUCE_BLOCK),), (parts, C, M * N, split, REDUCE_BLOCK),
                            {})
     if reduce is None:
         return None
-    reduce_launch, reduce_values = reduce
+    reduce_launch, rv = reduce
     shape, device = (split, M, N), C.device
 
-    def call(B, Bs) -> None:
+    def call(B, Bs, C) -> None:
+        if aligned and C.data_ptr() % 16:
+            return unaligned(B, Bs, C)
         fresh = torch.empty(shape, dtype=torch.float32, device=device)  # as the engine allocates it, per call
         hopper_launch(hv[0], B, fresh, hv[3], Bs, *hv[5:])
-        reduce_launch(fresh, *reduce_values[1:])
+        reduce_launch(fresh, C, *rv[2:])
 
     return call
 

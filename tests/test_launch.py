@@ -48,7 +48,7 @@ for config in (Config(16, 32, 64, 1, 4, 2), Config(16, 64, 128, 1, 4, 3, SWAP_AB
         calls.clear()
         call = bind_block_fp8(BUILTIN, ops.A, ops.B, C, ops.As, ops.Bs, (128, 128), entry)
         assert call is not None, config
-        call(B, Bs)
+        call(B, Bs, C)
         bound = list(calls)
         assert len(bound) == len(dispatched) == (2 if config.SPLIT_K > 1 else 1), (config, len(bound))
         for d, b in zip(dispatched, bound):

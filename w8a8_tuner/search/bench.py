@@ -116,6 +116,11 @@ class GpuBench(Bench):
     """CUDA events behind a held stream (see the module docstring); a contender of several launches a round
     is one CUDA graph, captured once and replayed every round."""
 
+    learned_host_us = {"launch": 40.0, "graph": 20.0}  # what the last bench of this process learned
+    # After a slow segment (a one-off: the first launch of a kernel, the garbage collector) the learned cost
+    # decays by this factor a segment, so that later segments are not held for long for nothing.
+    DECAY = 0.7
+
     def __init__(self, max_segment_launches: int = 192, attempts: int = 6, max_segment_graphs: int = 64,
                  graphs: bool = True):
         super().__init__()
@@ -127,8 +132,9 @@ class GpuBench(Bench):
         self.attempts = attempts
         self.graphs = graphs
         # host time to queue one call (a launch, or a graph replay, and the events beside them), learned per
-        # kind (starts high); a segment holds the stream for 1.5x what its calls are expected to take
-        self.host_us = {"launch": 40.0, "graph": 20.0}
+        # kind and carried from bench to bench in a process (a worker tunes many points); a segment holds the
+        # stream for 1.5x what its calls are expected to take
+        self.host_us = dict(GpuBench.learned_host_us)
         self._events: list = []
         self._captured: dict = {}  # (launcher, launches) -> replay(), for the bench's life (one point)
         self.retries = 0     # segments queued again because the host was not done in time
@@ -219,12 +225,14 @@ class GpuBench(Bench):
             events[len(segment) + 1].synchronize()
             held_us = events[0].elapsed_time(events[1]) * 1000.0
             per_call = host_us / calls
-            self.host_us[kind] = max(0.9 * self.host_us[kind] + 0.1 * per_call, per_call)
+            self.host_us[kind] = max(self.DECAY * self.host_us[kind] + (1 - self.DECAY) * per_call, per_call)
+            GpuBench.learned_host_us[kind] = self.host_us[kind]
             if host_us < held_us:
                 for j, i in enumerate(segment):
                     times[i].append(events[j + 1].elapsed_time(events[j + 2]) * 1000.0 / per[i])
                 return
             self.retries += 1
             self.host_us[kind] = max(self.host_us[kind], 2 * per_call)
+            GpuBench.learned_host_us[kind] = self.host_us[kind]
         raise BenchError(f"the host could not queue {calls} launches and events within the sleep that held the "
                          f"stream ({self.attempts} attempts; last: queued in {host_us:.0f} us, held {held_us:.0f} us)")

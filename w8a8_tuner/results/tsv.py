@@ -27,14 +27,22 @@ class ResultFileError(ValueError):
     pass
 
 
-def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, host: str, started: float,
-               finished: float) -> dict[str, object]:
-    """The header of a tuned point's TSV: the point, the settings it was tuned with (what aggregate checks),
-    and where and when it ran."""
+def expected_meta(settings: dict, N: int, K: int, M: int) -> dict[str, object]:
+    """The header fields a point's TSV holds under a sweep's settings: what read_tsv checks before a TSV is
+    merged or kept."""
     return {
         "N": N, "K": K, "M": M, "fingerprint": settings["fingerprint"], "device_name": settings["device_name"],
         "backend": settings["backend"], "block_shape": list(settings["block_shape"]),
-        "out_dtype": settings["out_dtype"], "timings": timings, "slot": slot, "host": host,
+        "out_dtype": settings["out_dtype"],
+    }
+
+
+def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, host: str, started: float,
+               finished: float) -> dict[str, object]:
+    """The header of a tuned point's TSV: the point, the settings it was tuned with (expected_meta), and
+    where and when it ran."""
+    return {
+        **expected_meta(settings, N, K, M), "timings": timings, "slot": slot, "host": host,
         "started": f"{started:.3f}", "finished": f"{finished:.3f}",
     }
 

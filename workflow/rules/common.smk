@@ -13,6 +13,7 @@ from w8a8_tuner.plan.settings import result_settings, settings_point, settings_t
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
 from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading
+from w8a8_tuner.results.outdated import outdated_files, why_outdated
 from w8a8_tuner.search.compile import specialization_key, target_arch
 
 
@@ -63,6 +64,7 @@ wildcard_constraints:
     K=r"\d+",
     M=r"\d+",
     spec=r"[1nx]+-[\w-]+",
+    moved_at=r"\d{8}-\d{6}",
 
 
 def settings_json():
@@ -108,8 +110,30 @@ def all_config_files():
     return [path for n, k in PLAN.shapes for path in config_jsons(n, k)]
 
 
+# --- configs/ holds exactly the files the current settings make (w8a8_tuner.results.outdated) -------
+# Any other (another engine's name, a shape no longer configured) is moved into a folder of its own by
+# rule set_aside_outdated_configs, first in any run that makes config files; a dry run only says so.
+def outdated_configs():
+    """{file in configs/ the current settings do not make: why}"""
+    spelling = f"engine: {PLAN.engine}, input_type: {PLAN.input_type}, block_shape: {list(PLAN.block_shape)}"
+    return {path: why_outdated(path.name, PLAN.shapes, spelling)
+            for path in outdated_files(f"{RESULTS}/configs", all_config_files())}
+
+
+OUTDATED = outdated_configs() if workflow.is_main_process else {}
+OUTDATED_FOLDER = f"{RESULTS}/outdated_configs/{time.strftime('%Y%m%d-%H%M%S')}"  # the move's folder, this run
+for _path, _why in OUTDATED.items():
+    print(f"{_path}: {_why}; a run that makes config files (default target, tpN, verify_all) moves it to "
+          f"{OUTDATED_FOLDER}/", file=sys.stderr)
+
+
+def outdated_targets():
+    return [f"{OUTDATED_FOLDER}/moved.tsv"] if OUTDATED else []
+
+
 def output_folders():
-    return [f"{RESULTS}/configs", f"{RESULTS}/aggregate"] + [f"{SWEEP}/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
+    return ([f"{RESULTS}/configs", f"{RESULTS}/aggregate"] + [f"{SWEEP}/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
+            + ([f"{RESULTS}/outdated_configs"] if OUTDATED else []))
 
 
 # An unwritable output folder stops the run before Snakemake even scans it (a results *file*
@@ -150,6 +174,7 @@ if workflow.is_main_process:
 def stale_marker(wildcards):
     path = stale_marker_path(wildcards.N, wildcards.K)
     return [path] if (wildcards.N, wildcards.K) in STALE else []
+
 
 
 def spec_of(N, K, M):

@@ -98,6 +98,7 @@ rule verify_all:
     """Verify every configured shape, then merge, summarize and plot (no report: see --report)."""
     input:
         verify_targets(),
+        outdated_targets(),
     localrule: True
 
 

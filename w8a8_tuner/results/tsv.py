@@ -6,6 +6,7 @@ and names the file and what is wrong: a damaged TSV is refused, never merged.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from pathlib import Path
@@ -20,6 +21,10 @@ COLUMNS = (*PARAMS, "status", "time_us", "screen_us", "rel_error", "stage", "not
 NUMBER_COLUMNS = ("time_us", "screen_us", "rel_error")
 FORMAT = "w8a8-block-fp8-tuner tsv v2"
 END_MARK = "# end rows="
+# In the end mark after the row count: the sha256 of every line before it (header, best line, rows), so that
+# an edit of rows together with the best line (which agree again) is refused too. TSVs written before it
+# existed end in `# end rows=N` alone and get every other check.
+CHECKSUM = " sha256="
 STAGES = ("", "estimate", "screen", "remeasure")
 
 
@@ -48,7 +53,7 @@ def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, 
 
 
 def render_tsv(meta: dict[str, object], results: list, best: Config) -> str:
-    """Header comments (metadata, winner), the rows, and an end mark that proves the file whole."""
+    """Header comments (metadata, winner), the rows, and an end mark that proves the file whole and unedited."""
     buf = io.StringIO()
     buf.write(f"# {FORMAT}\n")
     for key, value in meta.items():
@@ -60,8 +65,12 @@ def render_tsv(meta: dict[str, object], results: list, best: Config) -> str:
         values += [r.status, _num(r.time_us), _num(r.screen_us), _num(r.rel_error, "{:.3g}"), r.stage,
                    r.note.replace("\t", " ").replace("\n", " ")]
         buf.write("\t".join(str(v) for v in values) + "\n")
-    buf.write(f"{END_MARK}{len(results)}\n")
-    return buf.getvalue()
+    body = buf.getvalue()
+    return f"{body}{END_MARK}{len(results)}{CHECKSUM}{_sha256(body)}\n"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _num(x: float, fmt: str = "{:.3f}") -> str:
@@ -98,9 +107,11 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
         raise ResultFileError(f"{path}: unreadable table: {e}") from e
     if tuple(df.columns) != COLUMNS:
         raise ResultFileError(f"{path}: columns {list(df.columns)}, expected {list(COLUMNS)}")
-    rows = int(lines[-1][len(END_MARK):] or -1)
-    if len(df) != rows:
-        raise ResultFileError(f"{path}: {len(df)} rows but the end mark says {rows}")
+    count, _, checksum = lines[-1][len(END_MARK):].partition(CHECKSUM)
+    if not count.isdigit():
+        raise ResultFileError(f"{path}: damaged end mark {lines[-1]!r}")
+    if len(df) != int(count):
+        raise ResultFileError(f"{path}: {len(df)} rows but the end mark says {count}")
     _check_values(path, df)
     configs = [Config(*(int(v) for v in row)) for row in df[list(PARAMS)].itertuples(index=False)]
     if len(set(configs)) != len(configs):
@@ -113,6 +124,10 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
     if meta.get("best") != best.label():
         raise ResultFileError(f"{path}: header says best {meta.get('best')!r} but the fastest re-measured ok row "
                               f"is {best.label()}")
+    body = text[:len(text) - len(lines[-1]) - 1]  # every line before the end mark
+    if checksum and checksum != _sha256(body):
+        raise ResultFileError(f"{path}: changed since the tuner wrote it (rows, header or best line no longer match "
+                              "the checksum in its end mark)")
     return meta, df
 
 

@@ -415,17 +415,18 @@ def _make_writable(folder: Path) -> None:
     folder.chmod(0o755)
 
 
-@pytest.mark.parametrize("how", ["results is a file", "tune folder unwritable"])
+@pytest.mark.parametrize("how", ["results is a file", "tune folder unwritable", "compile cache unwritable"])
 def test_unwritable_results_folder_stops_before_any_job(tmp_path, how):
+    """The compile cache too: before, a run with an unwritable results/<device>/triton_cache started its jobs."""
     wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1])
     if how == "results is a file":
         (wd / "results").write_text("not a folder\n")
         blocked, needle = None, f"cannot write to results/{DEV}/configs/: Not a directory (results is a file"
     else:
-        blocked = wd / "results" / DEV / "tune"
+        blocked = wd / "results" / DEV / ("tune" if how == "tune folder unwritable" else "triton_cache")
         blocked.mkdir(parents=True)
         _make_unwritable(blocked)
-        needle = f"cannot write to results/{DEV}/tune/"
+        needle = f"cannot write to {blocked.relative_to(wd)}"
     try:
         run = snakemake(wd, "--cores", "2")
     finally:
@@ -440,4 +441,4 @@ def test_unwritable_results_folder_stops_before_any_job(tmp_path, how):
     else:
         # nothing was created beside the folder the test made unwritable
         assert [p.relative_to(wd / "results") for p in sorted((wd / "results").rglob("*"))] == \
-            [Path(DEV), Path(DEV, "tune")]
+            [Path(DEV), blocked.relative_to(wd / "results")]

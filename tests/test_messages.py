@@ -46,6 +46,22 @@ def test_device_name_that_is_no_folder_name_stops_the_run(tmp_path, name):
     assert {p.name for p in tmp_path.iterdir()} == {"wd"}
 
 
+@pytest.mark.parametrize("values,needle", [
+    (["batch_sizes=[1,16.0]"], "batch_sizes[1]: 16.0 is not a whole number (write 16)"),
+    (["tuning={'top_k': 2.0}"], "tuning.top_k: 2.0 is not a whole number (write 2)"),
+    (["device_name=NVIDIA_H200"], "backend: 'interpret' with device_name: 'NVIDIA_H200': the interpreter's timings"),
+    ([f"device_name={'H' * 200}", "backend=cuda"], f"device_name: '{'H' * 200}' (200 bytes) makes the file name"),
+], ids=["float batch size", "float tuning count", "interpreter under a GPU's name", "device name too long"])
+def test_values_of_the_wrong_type_size_or_sense_stop_before_any_job(tmp_path, values, needle):
+    """Before: a batch size 16.0 stopped the run with a traceback (invalid literal for int(): '16.0'), and the
+    interpreter wrote CPU timings under an H200's name, where vLLM on an H200 would load them."""
+    wd = make_workdir(tmp_path)
+    run = snakemake(wd, "--cores", "2", "--config", *values)
+    assert run.returncode != 0
+    assert f"Invalid configuration: {needle}" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and nothing_written(wd)
+
+
 def test_unusable_lock_folder_stops_before_any_job(tmp_path):
     wd = make_workdir(tmp_path)
     (tmp_path / "afile").write_text("")

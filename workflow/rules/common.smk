@@ -8,7 +8,8 @@ from snakemake.utils import validate
 from w8a8_tuner.jobs.client import RUN_STARTED_ENV
 from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
 from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
-from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update, load_strict, schema_error_message, yaml_values
+from w8a8_tuner.plan.config import (ConfigFileProblem, apply_aliases, check_whole_numbers, deep_update, load_strict,
+                                    schema_error_message, yaml_values)
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
@@ -42,6 +43,10 @@ try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as e:
     raise WorkflowError(f"Invalid configuration: {schema_error_message(e)}")
+try:
+    check_whole_numbers(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+except ConfigFileProblem as e:
+    raise WorkflowError(f"Invalid configuration: {e}")
 try:
     PLAN = make_plan(config, given=set(_loaded))  # a block_shape left out yields to model_config's
 except ConfigError as e:
@@ -132,8 +137,9 @@ def outdated_targets():
 
 
 def output_folders():
+    """Every folder a job of this run may write into; the compile cache too (tune, compile and verify jobs)."""
     return ([f"{RESULTS}/configs", f"{RESULTS}/aggregate"] + [f"{SWEEP}/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
-            + ([f"{RESULTS}/outdated_configs"] if OUTDATED else []))
+            + [TRITON_CACHE] + ([f"{RESULTS}/outdated_configs"] if OUTDATED else []))
 
 
 # An unwritable output folder stops the run before Snakemake even scans it (a results *file*

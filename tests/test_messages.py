@@ -1,6 +1,8 @@
 """What the real snakemake says for bad input and unusual command lines: one clear line naming the file,
 key or value, before any job, and nothing written. TESTING.md lists the cases."""
 
+import re
+
 import pytest
 import yaml
 from conftest import REPO, TEST_CONFIG, job_count, make_workdir, snakemake
@@ -122,6 +124,19 @@ def test_report_before_any_run_says_what_to_run(tmp_path):
     assert run.returncode != 0
     assert "nothing to report yet for this configuration" in run.stderr, run.stderr[-2000:]
     assert not (wd / "report.html").exists()
+
+
+def test_report_without_verification_says_how_to_add_it(tmp_path):
+    """A report of the tuned files alone: its first page says there is no verification and how to add it."""
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1])
+    assert snakemake(wd, "--cores", "2").returncode == 0
+    run = snakemake(wd, "--cores", "2", "--report", "report.html")
+    assert run.returncode == 0, run.stderr[-2000:]
+    html = (wd / "report.html").read_text()
+    assert "<strong>Not verified</strong>" in html and "system-message" not in html
+    text = " ".join(re.sub(r"<[^>]*>", "", html).replace("\\n", " ").split())  # the words, without markup
+    assert "snakemake verify_all --cores all" in text and "snakemake --report report.html verify_all" in text
+    assert "verify: true" in text
 
 
 def test_slurm_profile_with_its_placeholders_fails_fast(tmp_path):

@@ -16,6 +16,7 @@ from w8a8_tuner.results.aggregate import stale_reason
 from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading
 from w8a8_tuner.results.outdated import outdated_files, why_outdated
 from w8a8_tuner.search.compile import specialization_key, target_arch
+from w8a8_tuner.search.space import ENGINE_TITLES, default_owner, engine_default_config
 
 
 # --- configuration: files read strictly, --config values as YAML, schema with defaults --------
@@ -267,13 +268,19 @@ def compile_workers(wildcards, threads):
 COMPARE_DIR = config["compare_dir"]
 # Tables and plots live in a folder named by what they depend on (tuned results, verify settings,
 # compare folder): changing any of them verifies again into a new folder.
-VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR)['fingerprint']}"
+VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR, PLAN.engine)['fingerprint']}"
+# Whose default config verify times: the engine tuned for (w8a8_tuner.search.space.engine_default_config); the
+# report's captions name it and its values.
+DEFAULT_ENGINE = ENGINE_TITLES[default_owner(PLAN.engine)]
+DEFAULT_TITLE = f"{DEFAULT_ENGINE} default"
+DEFAULT_CONFIG = ", ".join(f"{k}={v}" for k, v in engine_default_config(
+    PLAN.engine, PLAN.block_shape, input_type=PLAN.input_type).as_dict().items())
 _VERIFY_STARTED = time.time()
 
 VERIFY_PLOTS = (["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else [])
                 + ["spot_check", "roofline", "cublas", "times"])
 _PLOT_LABELS = {
-    "speedup_default": "speedup over vLLM default",
+    "speedup_default": f"speedup over {DEFAULT_TITLE}",
     "speedup_compare": "speedup over compare_dir",
     "spot_check": "tuned vs spot check (search quality)",
     "roofline": "percent of roofline",

@@ -88,7 +88,7 @@ CASES = [
     ("device name with a comma", lambda c: c.update(device_name="H100,x"), ["device_name: 'H100,x' is not"]),
     ("hidden device name", lambda c: c.update(device_name=".cache"), ["device_name: '.cache' is not a device name"]),
     # Numbers written as floats where whole numbers are meant: JSON schema's `integer` takes 8.0; the plan did
-    # too, and the run met it later as a traceback (a batch size 16.0: invalid literal for int()) or a rule tp8.0.
+    # too, and the run met it later: a batch size 16.0 as a traceback, a top_k 2.0 as another fingerprint than 2.
     ("float tp size", lambda c: c.update(tp_sizes=[8.0]), ["tp_sizes[0]: 8.0 is not a whole number (write 8)"]),
     ("float batch size", lambda c: c.update(batch_sizes=[1, 16.0]), ["batch_sizes[1]: 16.0 is not a whole number"]),
     ("float shape size", lambda c: c.update(shapes=[[256.0, 512]]), ["shapes[0][0]: 256.0 is not a whole number"]),

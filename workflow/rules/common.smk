@@ -183,7 +183,6 @@ def stale_marker(wildcards):
     return [path] if (wildcards.N, wildcards.K) in STALE else []
 
 
-
 def spec_of(N, K, M):
     return specialization_key(settings_point(SETTINGS, N, K, M))
 

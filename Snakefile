@@ -21,5 +21,6 @@ rule all:
     input:
         all_config_files(),
         compile_targets(),
+        outdated_targets(),
         verify_targets() if config["verify"] else [],
     default_target: True

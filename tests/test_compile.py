@@ -10,11 +10,13 @@ import time
 import pytest
 
 from w8a8_tuner.search.compile import (
+    MAX_COMPILE_ATTEMPTS,
     Point,
     _read_outcome,
     compile_for_points,
     compile_stream,
     outcome_folder,
+    precompile,
     specialization_key,
     target_arch,
 )
@@ -119,3 +121,106 @@ def test_compile_jobs_compile_at_a_lower_cpu_priority_than_tune_jobs(cache):
     (own,) = list(compile_stream(Point(1, 256, 256, (128, 128), "bfloat16"), SMALL[1:], 1, 90,
                                  niceness_of_the_compile_process))
     assert int(own[SMALL[1]].note) == base
+
+
+# --- a compiler that was killed or crashed says nothing about the config: retried, never cached ------------
+
+@pytest.fixture
+def killing_ptxas(tmp_path, monkeypatch):
+    """TRITON_PTXAS_BLACKWELL_PATH -> a ptxas that kills itself with SIGKILL (as the out-of-memory killer would kill
+    ptxas mid-compile) while its counter file holds a number above 0, else runs the real ptxas. Returns the
+    folder with `kills_left` (what to set) and `calls` (one line per compile)."""
+    from triton import knobs
+
+    real = knobs.nvidia.ptxas_blackwell.path  # what Triton runs for sm90 and later (knobs.nvidia.ptxas below)
+    folder = tmp_path / "ptxas"
+    folder.mkdir()
+    (folder / "kills_left").write_text("0\n")
+    wrapper = folder / "ptxas"
+    wrapper.write_text(f"""#!/bin/bash
+case " $* " in *" --version "*) exec {real} "$@";; esac
+echo call >> {folder}/calls
+left=$(cat {folder}/kills_left)
+if [ "$left" -gt 0 ]; then echo $((left - 1)) > {folder}/kills_left; kill -9 $$; fi
+exec {real} "$@"
+""")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("TRITON_PTXAS_BLACKWELL_PATH", str(wrapper))
+    return folder
+
+
+def test_a_ptxas_killed_mid_compile_is_compiled_again_not_cached(cache, killing_ptxas):
+    """Before: the kill was cached as the config's compile_error, for every later job (and compile job)."""
+    (killing_ptxas / "kills_left").write_text("1\n")
+    (batch,) = list(compile_stream(POINT, SMALL[:1], workers=1, arch=90))
+    assert batch[SMALL[0]].status == "ok"
+    assert (killing_ptxas / "calls").read_text().count("call") == 2  # killed once, then compiled
+    assert json.loads((outcome_folder(POINT, 90) / f"{SMALL[0].label()}.json").read_text())["status"] == "ok"
+
+
+def test_a_ptxas_killed_every_time_is_reported_and_compiled_again_by_the_next_job(cache, killing_ptxas):
+    (killing_ptxas / "kills_left").write_text("100\n")
+    (batch,) = list(compile_stream(POINT, SMALL[:1], workers=1, arch=90))
+    result = batch[SMALL[0]]
+    assert result.status == "compile_error", result
+    assert "ptxas killed by SIGKILL" in result.note and f"{MAX_COMPILE_ATTEMPTS} attempts" in result.note
+    assert "not cached" in result.note
+    assert (killing_ptxas / "calls").read_text().count("call") == MAX_COMPILE_ATTEMPTS
+    assert not (outcome_folder(POINT, 90) / f"{SMALL[0].label()}.json").exists()
+    # The next job (the same process, as a persistent worker is) compiles it once ptxas lives.
+    (killing_ptxas / "kills_left").write_text("0\n")
+    (again,) = list(compile_stream(POINT, SMALL[:1], workers=1, arch=90))
+    assert again[SMALL[0]].status == "ok"
+
+
+def test_a_kill_cached_by_an_earlier_version_is_compiled_again(cache):
+    """Outcomes written before compiler failures were told apart: a killed ptxas's compile_error is not final."""
+    folder = outcome_folder(POINT, 90)
+    folder.mkdir(parents=True)
+    killed, refused = SMALL
+    killed_note = "PTXASError: PTXAS error: `ptxas` failed with error code -9"
+    (folder / f"{killed.label()}.json").write_text(json.dumps({"status": "compile_error", "note": killed_note}))
+    refused_note = "CompilationError: at 12:4: the config's own"
+    (folder / f"{refused.label()}.json").write_text(json.dumps({"status": "compile_error", "note": refused_note}))
+    got = precompile(POINT, SMALL, workers=1, arch=90)
+    assert got[killed].status == "ok" and got[refused].note == "CompilationError: at 12:4: the config's own"
+
+
+def dies_the_first_time(point, config, arch):
+    """A compile function whose process dies (killed, as by the out-of-memory killer) the first time per config."""
+    import signal
+
+    from w8a8_tuner.search.compile import CompileResult
+
+    mark = os.path.join(os.environ["TRITON_CACHE_DIR"], f"died-{config.label()}")
+    if not os.path.exists(mark) or os.environ.get("DIE_ALWAYS"):
+        open(mark, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return CompileResult("ok")
+
+
+def raises_memory_error(point, config, arch):
+    raise MemoryError
+
+
+def test_a_compile_process_that_dies_is_replaced_and_its_configs_compiled_again(cache):
+    """Before: the dead pool process failed the whole tune job (BrokenProcessPool)."""
+    got = precompile(POINT, SMALL, workers=2, arch=90, compile_fn=dies_the_first_time)
+    assert {c: r.status for c, r in got.items()} == {c: "ok" for c in SMALL}
+
+
+def test_a_compile_process_that_always_dies_is_reported_not_cached(cache, monkeypatch):
+    monkeypatch.setenv("DIE_ALWAYS", "1")
+    got = precompile(POINT, SMALL[:1], workers=1, arch=90, compile_fn=dies_the_first_time)
+    result = got[SMALL[0]]
+    assert result.status == "compile_error" and "the compile process died" in result.note, result
+    assert f"{MAX_COMPILE_ATTEMPTS} attempts" in result.note and "not cached" in result.note
+    assert not (outcome_folder(POINT, 90) / f"{SMALL[0].label()}.json").exists()
+
+
+def test_a_memory_error_is_retried_and_not_cached(cache):
+    got = precompile(POINT, SMALL[:1], workers=1, arch=90, compile_fn=raises_memory_error)
+    result = got[SMALL[0]]
+    assert result.status == "compile_error" and "not the config: MemoryError" in result.note, result
+    assert f"{MAX_COMPILE_ATTEMPTS} attempts" in result.note and "not cached" in result.note
+    assert not (outcome_folder(POINT, 90) / f"{SMALL[0].label()}.json").exists()

@@ -2,6 +2,7 @@
 checked in-process against the schema and the plan (test_messages.py runs the real snakemake on a few)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,26 +10,41 @@ from conftest import SCHEMA, TEST_CONFIG
 from snakemake.exceptions import WorkflowError
 
 from w8a8_tuner.plan.checks import check_slurm_profile
-from w8a8_tuner.plan.config import ConfigFileProblem, load_strict, schema_error_message, yaml_values
+from w8a8_tuner.plan.config import (
+    ConfigFileProblem,
+    check_whole_numbers,
+    load_strict,
+    schema_error_message,
+    yaml_values,
+)
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.naming import config_file_name
 
 
 def message_for(change) -> str:
-    """What the workflow says for the CI config with `change` applied ('' if it is accepted)."""
+    """What the workflow says for the CI config with `change` applied ('' if it is accepted): the schema, its
+    integers held to whole numbers, then the plan (as workflow/rules/common.smk does)."""
     from snakemake.utils import validate
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     change(cfg)
     try:
         validate(cfg, str(SCHEMA))
+        check_whole_numbers(cfg, SCHEMA)
     except WorkflowError as e:
         return schema_error_message(e)
+    except ConfigFileProblem as e:
+        return str(e)
     try:
         make_plan(cfg)
     except ConfigError as e:
         return str(e)
     return ""
+
+
+def extra_region(**values) -> dict:
+    return {"min_M": 1, "max_M": 64, "BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [16], "BLOCK_SIZE_K": [128],
+            "GROUP_SIZE_M": [1], "num_warps": [2], "num_stages": [2], **values}
 
 
 # (case, change, what the message must show: the key and the offending value)
@@ -72,6 +88,30 @@ CASES = [
     ("device name with a slash", lambda c: c.update(device_name="a/b"), ["device_name: 'a/b' is not a device name"]),
     ("device name with a comma", lambda c: c.update(device_name="H100,x"), ["device_name: 'H100,x' is not"]),
     ("hidden device name", lambda c: c.update(device_name=".cache"), ["device_name: '.cache' is not a device name"]),
+    # Numbers written as floats where whole numbers are meant: JSON schema's `integer` takes 8.0; the plan did
+    # too, and the run met it later: a batch size 16.0 as a traceback, a top_k 2.0 as another fingerprint than 2.
+    ("float tp size", lambda c: c.update(tp_sizes=[8.0]), ["tp_sizes[0]: 8.0 is not a whole number (write 8)"]),
+    ("float batch size", lambda c: c.update(batch_sizes=[1, 16.0]), ["batch_sizes[1]: 16.0 is not a whole number"]),
+    ("float shape size", lambda c: c.update(shapes=[[256.0, 512]]), ["shapes[0][0]: 256.0 is not a whole number"]),
+    ("float block_shape", lambda c: c.update(block_shape=[128, 128.0]), ["block_shape[1]: 128.0 is not a whole"]),
+    ("float search space value", lambda c: c["search_space"].update(BLOCK_SIZE_M=[16.0, 32]),
+     ["search_space.BLOCK_SIZE_M[0]: 16.0 is not a whole number"]),
+    ("float tuning count", lambda c: c["tuning"].update(top_k=2.0), ["tuning.top_k: 2.0 is not a whole number"]),
+    ("float compile_workers", lambda c: c["tuning"].update(compile_workers=2.0),
+     ["tuning.compile_workers: 2.0 is not a whole number"]),
+    ("float seed", lambda c: c["tuning"].update(seed=1.0), ["tuning.seed: 1.0 is not a whole number"]),
+    ("float region bound", lambda c: c.update(search_space_extra=[extra_region(max_M=64.0)]),
+     ["search_space_extra[0].max_M: 64.0 is not a whole number"]),
+    ("float verify rounds", lambda c: c["verify_settings"].update(rounds=2.0),
+     ["verify_settings.rounds: 2.0 is not a whole number"]),
+    # Names past the file system's limit on one file name (255 bytes).
+    ("device name too long for a file name", lambda c: c.update(device_name="GPU" * 70, backend="cuda"),
+     ["device_name: 'GPUGPU", "makes the file name of N=256 K=512 ", "over the 255-byte limit"]),
+    ("shape too long for a file name", lambda c: c.update(shapes=[[256 * 10 ** 200, 512]]),
+     ["shapes: N=256000000", "file name", "over the 255-byte limit"]),
+    # The interpreter's timings are CPU wall times: never under a GPU's name, where an engine would load them.
+    ("interpreter under a GPU's name", lambda c: c.update(device_name="NVIDIA_H200"),
+     ["backend: 'interpret' with device_name: 'NVIDIA_H200'", "leave device_name at auto"]),
 ]
 
 
@@ -82,6 +122,47 @@ def test_bad_value_is_named(name, change, needles):
     for needle in needles:
         assert needle in message, message
     assert "\n" not in message and len(message) < 400, message  # one short line, not the schema dumped
+
+
+def test_the_interpreter_takes_its_own_device_name():
+    assert message_for(lambda c: c.update(device_name="cpu_interpreter")) == ""
+    assert message_for(lambda c: c.update(device_name="auto")) == ""
+
+
+MODELS = Path(__file__).parent / "data" / "models"
+
+
+@pytest.mark.parametrize("model,changes,needles", [
+    ("qwen3-32b-fp8.json", {"num_attention_heads": 0}, ["num_attention_heads=0 is not a size (a whole number >= 1)"]),
+    ("qwen3-32b-fp8.json", {"num_key_value_heads": 0}, ["num_key_value_heads=0 is not a size"]),
+    ("qwen3-32b-fp8.json", {"hidden_size": 0}, ["hidden_size=0 is not a size"]),
+    ("qwen3-32b-fp8.json", {"intermediate_size": 0}, ["intermediate_size=0 is not a size"]),
+    ("qwen3-32b-fp8.json", {"head_dim": 0}, ["head_dim=0 is not a size"]),
+    ("qwen3-32b-fp8.json", {"hidden_size": 32, "head_dim": None},
+     ["no head_dim, and hidden_size=32 // num_attention_heads=64 is 0"]),
+    ("qwen3-32b-fp8.json", {"intermediate_size": 64},  # smaller than the block: no block-FP8 weight
+     ["mlp.gate_up_proj has an output part of N=64, not a multiple of block_n=128"]),
+    ("qwen3-32b-fp8.json", {"hidden_size": 5120.0}, ["hidden_size=5120.0 is not a whole number >= 0"]),
+    ("deepseek-v3.json", {"num_attention_heads": 0}, ["num_attention_heads=0 is not a size"]),
+    ("deepseek-v3.json", {"kv_lora_rank": 0}, ["kv_lora_rank=0 is not a size"]),
+    ("deepseek-v3.json", {"v_head_dim": 0}, ["v_head_dim=0 is not a size"]),
+    ("deepseek-v3.json", {"num_hidden_layers": 0}, ["num_hidden_layers=0 is not a size"]),
+    ("deepseek-v3.json", {"q_lora_rank": 0}, ["q_lora_rank=0 is not a size (a whole number >= 1; null: no q LoRA"]),
+    ("deepseek-v3.json", {"qk_nope_head_dim": 0, "qk_rope_head_dim": 0},
+     ["self_attn.q_b_proj of model_config", "has no output (N=0)"]),
+], ids=lambda v: str(v)[:40])
+def test_model_sizes_that_leave_a_layer_empty_are_named(tmp_path, model, changes, needles):
+    """A config.json whose sizes make a shape empty or a layer without heads: before, shapes like (4096, 0) were
+    planned and tuned (or head_dim divided by zero)."""
+    config = json.loads((MODELS / model).read_text())
+    config.update(changes)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    message = message_for(lambda c: c.update(shapes=[], model_config=str(path), tp_sizes=[1], block_shape=[128, 128]))
+    assert message, "accepted"
+    for needle in needles:
+        assert needle in message, message
+    assert str(path) in message and "\n" not in message
 
 
 def test_device_name_with_spaces_is_the_engines_name():

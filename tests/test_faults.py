@@ -240,14 +240,59 @@ def test_kill_9_of_snakemake_during_tuning_then_aggregation(tmp_path):
         run3 = snakemake(wd, *args)
     assert run3.returncode == 0, run3.stderr[-3000:]
     check_complete(wd)
-    # Finished leaves are not run again: run 2 planned the missing points, plus at most the one
-    # whose job was in flight at the kill (its TSV may have landed before snakemake recorded it).
-    assert total - present <= planned2 <= total - present + 1, (present, planned2)
+    # Finished leaves are not run again: run 2 planned exactly the missing points. The job in flight at the
+    # kill finished its point as an orphan (waited for above); its TSV is whole and kept (before: Snakemake
+    # still had it marked incomplete, deleted it and tuned the point again).
+    assert planned2 == total - present, (present, planned2)
     # Run 2 was killed during an aggregate job (no tune job in flight with --cores 1): run 3
     # tunes exactly the points still missing and redoes the killed aggregate.
     assert job_count(run3.stderr, "tune") == total - present2
     assert job_count(run3.stderr, "aggregate") >= 1
     assert watch.checked > 0 and not watch.bad, watch.bad
+
+
+def test_a_rerun_waits_for_an_orphaned_job_still_tuning_and_keeps_its_tsv(tmp_path):
+    """kill -9 of snakemake, then the same command at once, while the orphaned job still tunes its point: the
+    re-run's job for that point waits for the orphan and keeps its TSV. Before, it tuned the point a second
+    time beside the orphan, in the same log. The orphan (its job and the worker tuning for it) is paused
+    until the re-run's job is waiting, so that the re-run surely finds the point still held."""
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1, 16, 33])
+    args = ("--cores", "1")
+    proc, _ = start(wd, *args, name="run1")
+    try:
+        log = wait_for(lambda: tuning_log(wd), 300)  # the first point (M=33, the largest) mid-search
+        orphans = jobs_under(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    killed_at, m = time.time(), int(log.stem[1:])
+    paused = orphans + workers_of(wd)
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        rerun, out = start(wd, *args, name="run2")
+        try:
+            wait_for(lambda: "waiting for it, not tuning it twice" in out.read_text(), 90)
+            assert not tsv(wd, 256, 512, m).exists()
+        except BaseException:
+            rerun.kill()
+            raise
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    rerun.wait(timeout=600)
+    wait_gone(orphans)
+    text = out.read_text()
+    assert rerun.returncode == 0, text[-3000:]
+    check_complete(wd)
+    meta, _ = read_tsv(tsv(wd, 256, 512, m))
+    assert float(meta["started"]) < killed_at  # the orphan's
+    assert f"tuned N=256 K=512 M={m}: {meta['best']} " in text and "(kept: tuned by pid " in text
+    # Tuned once, and its log is the orphan's, with the re-run's note after it.
+    points_log = log.read_text()
+    assert points_log.count("] compile") == 1 and points_log.count("\nbest ") == 1, points_log
+    assert points_log.rstrip().splitlines()[-1].startswith("kept "), points_log
 
 
 # --- 4, 5. wrong numbers ------------------------------------------------------------------
@@ -344,7 +389,7 @@ def test_device_mismatch_names_both_devices_and_writes_nothing(tmp_path, monkeyp
                  persistent_worker=False, worker_idle_s=1)
     message = str(err.value)
     assert "'NVIDIA_H100_80GB_HBM3'" in message and "'NVIDIA_H200'" in message and str(out) in message
-    assert list(out.parent.iterdir()) == []
+    assert [p for p in out.parent.iterdir() if p.name != ".M1.tsv.lock"] == []  # the point's lock alone
     assert "slot fake0" in log.read_text() and "released_at" in log.read_text()
     # The job gave its slot back.
     slot = slots.acquire(timeout_s=1)
@@ -370,17 +415,18 @@ def _make_writable(folder: Path) -> None:
     folder.chmod(0o755)
 
 
-@pytest.mark.parametrize("how", ["results is a file", "tune folder unwritable"])
+@pytest.mark.parametrize("how", ["results is a file", "tune folder unwritable", "compile cache unwritable"])
 def test_unwritable_results_folder_stops_before_any_job(tmp_path, how):
+    """The compile cache too: before, a run with an unwritable results/<device>/triton_cache started its jobs."""
     wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1])
     if how == "results is a file":
         (wd / "results").write_text("not a folder\n")
         blocked, needle = None, f"cannot write to results/{DEV}/configs/: Not a directory (results is a file"
     else:
-        blocked = wd / "results" / DEV / "tune"
+        blocked = wd / "results" / DEV / ("tune" if how == "tune folder unwritable" else "triton_cache")
         blocked.mkdir(parents=True)
         _make_unwritable(blocked)
-        needle = f"cannot write to results/{DEV}/tune/"
+        needle = f"cannot write to {blocked.relative_to(wd)}"
     try:
         run = snakemake(wd, "--cores", "2")
     finally:
@@ -395,4 +441,4 @@ def test_unwritable_results_folder_stops_before_any_job(tmp_path, how):
     else:
         # nothing was created beside the folder the test made unwritable
         assert [p.relative_to(wd / "results") for p in sorted((wd / "results").rglob("*"))] == \
-            [Path(DEV), Path(DEV, "tune")]
+            [Path(DEV), blocked.relative_to(wd / "results")]

@@ -1,6 +1,8 @@
 """What the real snakemake says for bad input and unusual command lines: one clear line naming the file,
 key or value, before any job, and nothing written. TESTING.md lists the cases."""
 
+import re
+
 import pytest
 import yaml
 from conftest import REPO, TEST_CONFIG, job_count, make_workdir, snakemake
@@ -44,6 +46,22 @@ def test_device_name_that_is_no_folder_name_stops_the_run(tmp_path, name):
     assert f"Invalid configuration: device_name: {name!r} is not a device name" in run.stderr, run.stderr[-2000:]
     assert {p.name for p in wd.iterdir()} <= {"config", ".snakemake"}  # no tune/, configs/, aggregate/
     assert {p.name for p in tmp_path.iterdir()} == {"wd"}
+
+
+@pytest.mark.parametrize("values,needle", [
+    (["batch_sizes=[1,16.0]"], "batch_sizes[1]: 16.0 is not a whole number (write 16)"),
+    (["tuning={'top_k': 2.0}"], "tuning.top_k: 2.0 is not a whole number (write 2)"),
+    (["device_name=NVIDIA_H200"], "backend: 'interpret' with device_name: 'NVIDIA_H200': the interpreter's timings"),
+    ([f"device_name={'H' * 200}", "backend=cuda"], f"device_name: '{'H' * 200}' (200 bytes) makes the file name"),
+], ids=["float batch size", "float tuning count", "interpreter under a GPU's name", "device name too long"])
+def test_values_of_the_wrong_type_size_or_sense_stop_before_any_job(tmp_path, values, needle):
+    """Before: a batch size 16.0 stopped the run with a traceback (invalid literal for int(): '16.0'), and the
+    interpreter wrote CPU timings under an H200's name, where vLLM on an H200 would load them."""
+    wd = make_workdir(tmp_path)
+    run = snakemake(wd, "--cores", "2", "--config", *values)
+    assert run.returncode != 0
+    assert f"Invalid configuration: {needle}" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and nothing_written(wd)
 
 
 def test_unusable_lock_folder_stops_before_any_job(tmp_path):
@@ -106,6 +124,19 @@ def test_report_before_any_run_says_what_to_run(tmp_path):
     assert run.returncode != 0
     assert "nothing to report yet for this configuration" in run.stderr, run.stderr[-2000:]
     assert not (wd / "report.html").exists()
+
+
+def test_report_without_verification_says_how_to_add_it(tmp_path):
+    """A report of the tuned files alone: its first page says there is no verification and how to add it."""
+    wd = make_workdir(tmp_path, shapes=[[256, 512]], batch_sizes=[1])
+    assert snakemake(wd, "--cores", "2").returncode == 0
+    run = snakemake(wd, "--cores", "2", "--report", "report.html")
+    assert run.returncode == 0, run.stderr[-2000:]
+    html = (wd / "report.html").read_text()
+    assert "<strong>Not verified</strong>" in html and "system-message" not in html
+    text = " ".join(re.sub(r"<[^>]*>", "", html).replace("\\n", " ").split())  # the words, without markup
+    assert "snakemake verify_all --cores all" in text and "snakemake --report report.html verify_all" in text
+    assert "verify: true" in text
 
 
 def test_slurm_profile_with_its_placeholders_fails_fast(tmp_path):

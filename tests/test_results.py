@@ -181,3 +181,67 @@ def test_each_batch_size_is_checked_against_the_space_at_that_batch_size(tmp_pat
     assert set(best) == {16, 128}
     with pytest.raises(ResultFileError, match="M128.tsv: configs differ from the search space .1 missing"):
         aggregate(tsvs, {tmp_path / "o2.json": False}, tmp_path / "m2.tsv", EXPECTED, lambda m: space_at[16])
+
+
+def swap_finalists(path: Path) -> Config:
+    """The hand edit the checks of values and of the best line let through: swap the re-measured times of the
+    winner and the runner-up and name the runner-up as best. Returns the runner-up (the slower config)."""
+    _, df = read_tsv(path)
+    final = df[df["stage"] == "remeasure"].sort_values("time_us")
+    (fast, fast_us), (slow, slow_us) = [(r.config, r.time_us) for r in final.iloc[:2].itertuples()]
+    edit_row(path, fast, "time_us", f"{slow_us:.3f}")
+    edit_row(path, slow, "time_us", f"{fast_us:.3f}")
+    path.write_text(path.read_text().replace(f"# best: {fast.label()}\n", f"# best: {slow.label()}\n"))
+    return slow
+
+
+def test_swapped_finalist_times_with_a_matching_best_line_are_refused(tmp_path):
+    """Before: the edit was merged and the JSON got the slower config. The tuner's checksum of everything it
+    wrote (in the end mark) no longer matches, and the file is refused by name."""
+    path = tmp_path / "M1.tsv"
+    fake_point(path, 1, random.Random(7))
+    slower = swap_finalists(path)
+    out = tmp_path / "o.json"
+    with pytest.raises(ResultFileError, match=f"^{path}: changed since the tuner wrote it") as err:
+        aggregate({1: str(path)}, {out: False}, tmp_path / "m.tsv", EXPECTED, lambda m: set(CONFIGS))
+    assert "checksum" in str(err.value) and slower.label() not in str(err.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("edit", ["a note", "the header", "a row's order"])
+def test_any_edit_of_what_the_tuner_wrote_is_refused(tmp_path, edit):
+    path = tmp_path / "M1.tsv"
+    best = fake_point(path, 1, random.Random())
+    text = path.read_text()
+    if edit == "a note":
+        edit_row(path, best, "note", "looks fine")
+    elif edit == "the header":
+        path.write_text(text.replace("# backend: interpret\n", "# backend: interpret \n"))
+    else:
+        lines = text.splitlines(keepends=True)
+        first = next(i for i, line in enumerate(lines) if line.startswith("BLOCK_SIZE_M")) + 1
+        lines[first], lines[first + 1] = lines[first + 1], lines[first]
+        path.write_text("".join(lines))
+    with pytest.raises(ResultFileError, match="changed since the tuner wrote it"):
+        read_tsv(path)
+
+
+def test_a_tsv_written_before_rows_were_checksummed_is_read(tmp_path):
+    """TSVs tuned before the checksum existed (its end mark is `# end rows=N` alone) keep working, with every
+    other check (README: to have them checked too, delete them and tune again)."""
+    path = tmp_path / "M1.tsv"
+    best = fake_point(path, 1, random.Random())
+    lines = path.read_text().splitlines(keepends=True)
+    assert " sha256=" in lines[-1]
+    lines[-1] = lines[-1].split(" sha256=")[0] + "\n"
+    path.write_text("".join(lines))
+    meta, _ = read_tsv(path)
+    assert meta["best"] == best.label()
+
+
+def test_a_damaged_end_mark_is_named(tmp_path):
+    path = tmp_path / "M1.tsv"
+    fake_point(path, 1, random.Random())
+    path.write_text(path.read_text().replace("# end rows=4 ", "# end rows=four "))
+    with pytest.raises(ResultFileError, match=f"^{path}: damaged end mark '# end rows=four sha256="):
+        read_tsv(path)

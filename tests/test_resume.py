@@ -11,6 +11,7 @@ import time
 import pytest
 import yaml
 from conftest import (
+    DEV,
     REPO,
     SNAKEMAKE,
     check_complete,
@@ -26,7 +27,7 @@ from conftest import (
 )
 
 from w8a8_tuner.hooks import CORRUPT_ENV
-from w8a8_tuner.results.naming import load_config_file
+from w8a8_tuner.results.naming import config_file_name, load_config_file
 
 pytestmark = pytest.mark.e2e
 
@@ -145,6 +146,42 @@ def test_a_new_batch_size_tunes_exactly_the_new_points(tmp_path):
     fewer = run(wd, "--config", "batch_sizes=[1]")
     assert fewer.returncode == 0 and tuned(fewer) == 0
     assert list(json.loads(config_json(wd, 256, 512).read_text())) == ["1"]  # not the stale [1, 16, 33] file
+
+
+def test_configs_holds_exactly_what_the_current_settings_make(tmp_path):
+    """After `engine: both` then `engine: vllm` with a batch size added, SGLang's file kept its old batch sizes
+    in configs/, where `cp results/<device>/configs/*.json` installs it. Now a file there that the current
+    settings do not make is moved to outdated_configs/ (a dry run only says so), and its name is printed."""
+    wd = make_workdir(tmp_path, engine="both", **ONE_SHAPE)
+    assert run(wd).returncode == 0
+    folder = results(wd) / "configs"
+    vllm, sglang = (folder / config_file_name(256, 512, DEV, (128, 128), input_type="fp8", engine=e)
+                    for e in ("vllm", "sglang"))
+    old_sglang = sglang.read_text()
+    dry = run(wd, "-n", "--config", "engine=vllm", "batch_sizes=[1,16,33]")
+    assert dry.returncode == 0 and job_count(dry.stdout, "set_aside_outdated_configs") == 1, dry.stdout[-3000:]
+    assert f"{sglang.relative_to(wd)}: not made by the current settings" in dry.stderr, dry.stderr[-3000:]
+    assert sglang.exists() and not (results(wd) / "outdated_configs").exists()  # a dry run moves nothing
+
+    again = run(wd, "--config", "engine=vllm", "batch_sizes=[1,16,33]")
+    assert again.returncode == 0 and tuned(again) == 1, again.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == [vllm.name]
+    assert sorted(load_config_file(vllm)) == [1, 16, 33]
+    [moved] = [p for p in (results(wd) / "outdated_configs").glob("*/*") if p.name == sglang.name]
+    assert moved.read_text() == old_sglang
+    assert f"moved {sglang.relative_to(wd)} to {moved.parent.relative_to(wd)}/" in again.stderr, again.stderr[-3000:]
+    record = (moved.parent / "moved.tsv").read_text()
+    assert sglang.name in record and "engine: vllm" in record
+    assert "Nothing to be done" in run(wd, "--config", "engine=vllm", "batch_sizes=[1,16,33]").stderr
+
+    # A shape no longer configured: its file goes too; back to both engines: remade from the TSVs, no tuning.
+    other = run(wd, "--config", "engine=both", "shapes=[[384,256]]", "batch_sizes=[1]")
+    assert other.returncode == 0 and tuned(other) == 1, other.stderr[-3000:]
+    assert f"{vllm.relative_to(wd)}: not made by the current settings (a shape they do not tune)" in other.stderr
+    back = run(wd, "--config", "engine=both", "batch_sizes=[1,16,33]")
+    assert back.returncode == 0 and tuned(back) == 0, back.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([vllm.name, sglang.name])
+    assert load_config_file(sglang) == load_config_file(vllm) and sorted(load_config_file(sglang)) == [1, 16, 33]
 
 
 def test_a_json_replaced_by_garbage_is_made_again(tmp_path):

@@ -105,3 +105,52 @@ def test_fake_gpus_follow_cuda_visible_devices(monkeypatch):
     assert slots.visible_gpus() == ["fake3", "fake1"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert slots.visible_gpus() == ["fake0", "fake1", "fake2", "fake3"]
+
+
+# --- a point's lock: a job of a killed run that still tunes a point is waited for, its TSV kept ---------------
+
+POINT_HOLDER = """
+import sys, time
+from w8a8_tuner.jobs.client import point_held
+with point_held(sys.argv[1], print):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_point_held_by_another_process_is_waited_for(tmp_path):
+    from w8a8_tuner.jobs.client import point_held
+
+    tsv = tmp_path / "M1.tsv"
+    holder = subprocess.Popen([sys.executable, "-c", POINT_HOLDER, str(tsv), "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        said, t0 = [], time.monotonic()
+        with point_held(str(tsv), said.append) as who:
+            waited = time.monotonic() - t0
+        assert who == f"pid {holder.pid} on {os.uname().nodename}" and waited > 1
+        assert len(said) == 1 and said[0].startswith(f"{who} is tuning this point") and "waiting for it" in said[0]
+        with point_held(str(tsv), said.append) as who:  # free now: taken at once, nobody named
+            assert who == ""
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_finished_tsv_is_kept_only_if_whole_and_of_these_settings(tmp_path):
+    import random
+
+    from test_results import EXPECTED, fake_point
+
+    from w8a8_tuner.jobs.client import finished_point
+
+    settings = {**{k: EXPECTED[k] for k in ("fingerprint", "device_name", "backend", "block_shape", "out_dtype")},
+                "search_space": {"BLOCK_SIZE_M": [16, 32], "BLOCK_SIZE_N": [64, 128], "BLOCK_SIZE_K": [128],
+                                 "GROUP_SIZE_M": [1], "num_warps": [4], "num_stages": [2]}}
+    tsv = tmp_path / "M1.tsv"
+    assert finished_point(str(tsv), 256, 512, 1, settings) is None  # nothing there
+    best = fake_point(tsv, 1, random.Random())
+    assert finished_point(str(tsv), 256, 512, 1, settings).startswith(f"{best.label()} ")
+    assert finished_point(str(tsv), 256, 512, 1, {**settings, "fingerprint": "other"}) is None  # other settings
+    tsv.write_text(tsv.read_text()[:-40])  # damaged: tuned again
+    assert finished_point(str(tsv), 256, 512, 1, settings) is None

@@ -155,6 +155,18 @@ def test_report_has_plots_summary_and_resolved_device(verified):
     assert "Interpreter backend" in html
     assert "on device ``auto``" not in html and "cpu_interpreter" in html  # the resolved name
     assert "system-message" not in html  # no docutils error in a caption
+    # The first page shows the summary's numbers, not only links (before: links alone).
+    landing = re.search(r"<strong>Verification summary</strong>.*?literal-block.*?>(.*?)</pre>", html)
+    assert landing, "no summary on the report's first page"
+    text = landing.group(1)
+    for line in ("tuned vs vLLM default: geomean ", "tuned vs compare_dir: geomean ", "tuned vs cuBLAS: ",
+                 "percent of roofline: skipped", "noise (tuned config timed twice): median ",
+                 "spot check (runner-ups and random configs; regret = tuned / best of them): median "):
+        assert line in text, text
+    assert total["vs_default_geomean"] in text and "Not verified" not in html
+    # Whose default: vLLM's (engine: vllm), with its values, in the captions.
+    assert re.search(r"Speedup of the tuned config over vLLM\\*'s fallback config", html)
+    assert "num_stages=2</tt>" in html
 
 
 def test_wrong_contender_is_reported_and_not_timed(verified, tmp_path):
@@ -359,3 +371,52 @@ def test_gpu_branch_with_cpu_stand_ins(monkeypatch):
     assert row["roofline_us"] == pytest.approx(roofline.roofline_us(16, 256, 2304, BLOCK, 2, limits))
     assert row["pct_roofline"] == pytest.approx(100 * row["roofline_us"] / row["tuned_us"])
     assert row["speedup_vs_default"] == pytest.approx(row["default_us"] / row["tuned_us"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Whose default: the engine tuned for
+
+
+@pytest.mark.parametrize("engine,input_type,stages", [
+    ("vllm", "fp8", 2), ("vllm", "int8", 3),      # vLLM's fp8_utils.py and int8_utils.py
+    ("sglang", "fp8", 3), ("sglang", "int8", 3),  # SGLang's fp8_kernel.py and int8_kernel.py
+    ("both", "fp8", 2),                           # both: vLLM's, the first engine
+])
+def test_the_default_is_the_fallback_of_the_engine_tuned_for(engine, input_type, stages):
+    from w8a8_tuner.search.space import engine_default_config
+
+    assert engine_default_config(engine, (128, 64), input_type=input_type) == Config(64, 128, 64, 32, 4, stages)
+
+
+def test_verify_times_sglangs_default_for_engine_sglang(monkeypatch):
+    """Before: verify's `default` was vLLM's fallback (num_stages 2) whatever engine the files were tuned for;
+    SGLang falls back to num_stages 3 for FP8."""
+    settings = VerifySettings(**{**validated()["verify_settings"], "budget_us": 1.0, "rounds": 1})
+    shape = ShapeInputs(N=256, K=512, tuned={1: Config(16, 128, 128, 1, 4, 2)}, engine="sglang",
+                        extra={"device_name": INTERPRET_DEVICE, "backend": "interpret"}, input_type="fp8",
+                        kernel="builtin")
+    backend = Backend("interpret")
+    from w8a8_tuner.search.bench import WallBench
+
+    row = verify_point(shape, 1, settings, backend, WallBench(), None, log=lambda s: None)
+    assert row["default_config"] == "M64_N128_K128_G32_w4_s3" and row["default_status"] == "ok"
+
+
+def test_whose_default_is_in_the_verify_fingerprint_and_the_words():
+    """A verify table of vLLM's default is not one of SGLang's: engine sglang verifies into another folder (both
+    and vllm compare with the same default: the same folder, as before)."""
+    from w8a8_tuner.plan.settings import verify_settings
+    from w8a8_tuner.verify.report import summarize, summary_text
+
+    result = {"fingerprint": "abc"}
+    folders = {e: verify_settings(result, {}, None, engine=e)["fingerprint"] for e in ("vllm", "sglang", "both")}
+    assert folders["vllm"] == folders["both"] == verify_settings(result, {}, None)["fingerprint"] != folders["sglang"]
+    row = {"N": 256, "K": 512, "M": 1, "device_name": "x", "backend": "cuda", "compare_note": "no compare_dir given",
+           "roofline_note": "", "spot_best_us": math.nan, "control_us": 10.0}
+    for name in ("tuned", "default", "compare", "cublas", "plain"):
+        row.update({f"{name}_status": "ok" if name in ("tuned", "default") else "missing", f"{name}_us": 10.0})
+    row["roofline_us"] = math.nan
+    add_ratios(row)
+    df = pd.DataFrame([row])
+    assert "tuned vs SGLang default: geomean" in summary_text(df, summarize(df), engine="sglang")
+    assert "tuned vs vLLM default: geomean" in summary_text(df, summarize(df), engine="both")

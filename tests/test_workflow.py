@@ -147,3 +147,33 @@ def test_compile_jobs_need_no_gpu(workdir):
     cache = workdir / "results" / "NVIDIA_H100_80GB_HBM3" / "triton_cache"
     assert len(list(cache.rglob("*.cubin"))) == 2
     assert {p.parent.name for p in cache.rglob("w8a8_compiled/*/*")} == {"sm90"}
+
+
+def test_a_killed_compiler_is_not_cached_and_forcerun_compiles_again(workdir):
+    """A ptxas killed mid-compile (here: every time, by a wrapper, as an out-of-memory kill would) is reported in the
+    compile table as the compiler's failure, not cached; `--forcerun compile` then compiles the configs (before:
+    they stayed compile_error through --forcerun and every later tune job)."""
+    from triton import knobs
+
+    cfg = {"device_name": "NVIDIA_H100_80GB_HBM3", "backend": "cuda", "shapes": [[256, 512]], "batch_sizes": [16],
+           "search_space": {**CONFIG["search_space"], "BLOCK_SIZE_N": [64]}, "search_space_extra": []}
+    (workdir / "gpu.yaml").write_text(yaml.safe_dump(cfg))
+    killing = workdir / "ptxas"
+    killing.write_text(f"""#!/bin/bash
+case " $* " in *" --version "*) exec {knobs.nvidia.ptxas_blackwell.path} "$@";; esac
+kill -9 $$
+""")
+    killing.chmod(0o755)
+    args = ("compile_all", "--cores", "2", "--configfile", str(workdir / "gpu.yaml"))
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    killed = snakemake(workdir, *args, env=job_env(workdir, {**env, "TRITON_PTXAS_BLACKWELL_PATH": str(killing)}))
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    (table,) = (workdir / "results" / "NVIDIA_H100_80GB_HBM3" / "tune").glob("*/compile/*.tsv")
+    rows = table.read_text().splitlines()[1:]
+    assert len(rows) == 2 and all("\tcompile_error\t" in r and "ptxas killed by SIGKILL" in r and "not cached" in r
+                                  for r in rows), rows
+    assert not list((workdir / "results").rglob("w8a8_compiled/*/*/*.json"))  # no outcome cached
+    again = snakemake(workdir, *args, "--forcerun", "compile", env=job_env(workdir, env))
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = table.read_text().splitlines()[1:]
+    assert len(rows) == 2 and all("\tok\t" in r for r in rows), rows

@@ -15,10 +15,14 @@ and loaded kernels are paid once per GPU instead of once per point. With
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from w8a8_tuner import hooks
@@ -30,9 +34,29 @@ RUN_STARTED_ENV = "W8A8_TUNER_RUN_STARTED"
 
 def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict, triton_cache: str,
              compile_workers: int, persistent_worker: bool, worker_idle_s: float) -> str:
-    """Tune one point on a GPU slot (persistent worker or in-process); returns the winner's summary."""
+    """Tune one point on a GPU slot (persistent worker or in-process); returns the winner's summary.
+
+    The point's lock is held throughout: a job of an earlier run that still tunes this point (orphaned by a
+    killed snakemake) is waited for, and the TSV it leaves is kept if it is whole and of these settings."""
+    def say(message: str) -> None:
+        print(f"tune N={N} K={K} M={M}: {message}", file=sys.stderr, flush=True)
+
+    with point_held(out_tsv, say) as holder:
+        if (kept := finished_point(out_tsv, N, K, M, settings)) is not None:
+            by = f"by {holder} while this job waited" if holder else "by another job"
+            with open(log_path, "a") as log_file:
+                print(f"kept {out_tsv}, tuned {by}: {kept}", file=log_file)
+            return f"{kept} (kept: tuned {by})"
+        return _tune(out_tsv, log_path, N, K, M, settings, triton_cache, compile_workers, persistent_worker,
+                     worker_idle_s)
+
+
+def _tune(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict, triton_cache: str,
+          compile_workers: int, persistent_worker: bool, worker_idle_s: float) -> str:
     open(log_path, "w").close()  # a re-run starts a fresh log
-    with open(log_path, "a", buffering=1) as log_file:  # O_APPEND: the worker appends to it too
+    # O_APPEND: the worker appends to it too. Read back if a new run's snakemake deletes it meanwhile (it removes a
+    # job's log before starting the job): the job that waits for this one then appends to this log, not a blank one.
+    with open(log_path, "a+", buffering=1) as log_file, _log_kept(log_path, log_file):
         def log(message: str) -> None:
             print(message, file=log_file)
 
@@ -53,6 +77,59 @@ def tune_job(out_tsv: str, log_path: str, N: int, K: int, M: int, settings: dict
             from w8a8_tuner.jobs.point import run_point
 
             return run_point(request, slots.pin_to(slot) if backend == "cuda" else None, log)
+
+
+def point_lock_path(out_tsv: str) -> Path:
+    out = Path(out_tsv)
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def point_held(out_tsv: str, say: Callable[[str], None]) -> Iterator[str]:
+    """Hold the point's lock (an fcntl lock beside its TSV, on the results folder every node shares) for the
+    block; wait while another process holds it. Yields who held it before ('' if nobody did)."""
+    fd = os.open(point_lock_path(out_tsv), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        holder = ""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            say(f"{holder} is tuning this point (a job of an earlier run whose snakemake was killed?); "
+                "waiting for it, not tuning it twice")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield holder
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def finished_point(out_tsv: str, N: int, K: int, M: int, settings: dict) -> str | None:
+    """The summary of the point's TSV if one is there, whole and of these settings (read_tsv's checks), else None.
+    Snakemake removes a job's output before it starts: a TSV found here was written by another job since."""
+    if not Path(out_tsv).exists():
+        return None
+    from w8a8_tuner.results.tsv import ResultFileError, expected_meta, read_tsv
+    from w8a8_tuner.search.space import Config, settings_configs
+
+    try:
+        meta, df = read_tsv(out_tsv, expected_meta(settings, N, K, M), set(settings_configs(settings, M)))
+    except ResultFileError:
+        return None  # tuned again, and replaced
+    time_us = float(df.loc[df["config"] == Config.from_label(meta["best"]), "time_us"].iloc[0])
+    return f"{meta['best']} {time_us:.2f} us"
+
+
+@contextlib.contextmanager
+def _log_kept(log_path: str, log_file) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if not os.path.exists(log_path):
+            log_file.flush()
+            log_file.seek(0)
+            Path(log_path).write_text(log_file.read())
 
 
 def progress(out_tsv: str, total: int) -> str:

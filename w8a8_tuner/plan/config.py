@@ -111,3 +111,23 @@ def apply_aliases(config: dict) -> dict:
         if tuning is None or isinstance(tuning, dict):
             config["tuning"] = {"prune_accumulators": 0, **(tuning or {})}
     return config
+
+
+def check_whole_numbers(config: dict, schema_path: str | Path) -> None:
+    """Every value the schema calls an `integer` is a whole number written as one: JSON schema counts 8.0 as an
+    integer, but a batch size or a launch parameter of 16.0 names files and reaches the kernel as a float.
+    Call after the schema has validated (and filled in) the config."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    base = jsonschema.validators.validator_for(schema)
+    strict = jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)))
+    for error in strict(schema).iter_errors(config):
+        # a float among oneOf's choices (compile_workers: an integer or auto) is the value itself
+        value = error.instance
+        if isinstance(value, float) and value.is_integer():
+            key = ""
+            for part in error.absolute_path:
+                key += f"[{part}]" if isinstance(part, int) else f"{'.' if key else ''}{part}"
+            raise ConfigFileProblem(f"{key}: {value!r} is not a whole number (write {int(value)})")

@@ -83,6 +83,21 @@ class _Keys:
         """A key Hugging Face's config class gives a default (`absent`) when the file leaves it out."""
         return self._checked(key, self.config.get(key, absent))
 
+    def size(self, key: str) -> int:
+        """A count or dimension a layer is built from (heads, hidden size, ...): 0 would leave a GEMM empty."""
+        return self._positive(key, self.int(key))
+
+    def optional_size(self, key: str, absent: int | None = None, none: str = "") -> int | None:
+        """A size the file may leave out or set to null (`none` says what null means), but never 0."""
+        value = self.optional_int(key, absent)
+        return None if value is None else self._positive(key, value, none)
+
+    def _positive(self, key: str, value: int, none: str = "") -> int:
+        if value < 1:
+            raise self.error(f"{key}={value!r} is not a size (a whole number >= 1{'; null: ' + none if none else ''}); "
+                             f"{self.architecture} builds its layers from it")
+        return value
+
     def _checked(self, key: str, value):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise self.error(f"{key}={value!r} is not a whole number >= 0")
@@ -129,8 +144,11 @@ def _block_shape(keys: _Keys) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
 def _gqa_attention(keys: _Keys) -> tuple[list[Linear], int, int]:
     """Llama-style attention: q, k and v merged into one column-parallel GEMM whose KV heads the ranks
     replicate when tp exceeds them (vLLM's QKVParallelLinear), o_proj row-parallel."""
-    hidden, heads, kv_heads = keys.int("hidden_size"), keys.int("num_attention_heads"), keys.int("num_key_value_heads")
-    head_dim = keys.optional_int("head_dim", None) or hidden // heads
+    hidden, heads = keys.size("hidden_size"), keys.size("num_attention_heads")
+    kv_heads = keys.size("num_key_value_heads")
+    head_dim = keys.optional_size("head_dim", none="hidden_size // num_attention_heads") or hidden // heads
+    if head_dim < 1:
+        raise keys.error(f"no head_dim, and hidden_size={hidden} // num_attention_heads={heads} is 0")
     qkv = Linear("self_attn.qkv_proj", (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim), hidden, SPLIT_N,
                  kv_heads=kv_heads)
     return [qkv, Linear("self_attn.o_proj", (hidden,), heads * head_dim, SPLIT_K)], heads, kv_heads
@@ -139,7 +157,7 @@ def _gqa_attention(keys: _Keys) -> tuple[list[Linear], int, int]:
 def dense_gqa(keys: _Keys) -> dict:
     """Qwen3ForCausalLM, LlamaForCausalLM, MistralForCausalLM: GQA attention and a dense MLP in every layer."""
     attention, heads, kv_heads = _gqa_attention(keys)
-    mlp = _mlp("mlp", keys.int("hidden_size"), keys.int("intermediate_size"))
+    mlp = _mlp("mlp", keys.size("hidden_size"), keys.size("intermediate_size"))
     return {"linears": attention + mlp, "heads": heads, "kv_heads": kv_heads}
 
 
@@ -147,14 +165,14 @@ def qwen3_moe(keys: _Keys) -> dict:
     """Qwen3MoeForCausalLM: GQA attention; a layer is MoE unless mlp_only_layers or decoder_sparse_step make it
     dense (then a dense MLP of intermediate_size); no shared experts."""
     attention, heads, kv_heads = _gqa_attention(keys)
-    layers, experts = keys.int("num_hidden_layers"), keys.int("num_experts")
+    layers, experts = keys.size("num_hidden_layers"), keys.int("num_experts")
     # Hugging Face's Qwen3MoeConfig defaults: every layer sparse
     step, dense_only = keys.optional_int("decoder_sparse_step", 1), set(keys.int_list("mlp_only_layers"))
     moe = [i for i in range(layers) if i not in dense_only and experts > 0 and step and (i + 1) % step == 0]
     linears = list(attention)
     if len(moe) < layers:
-        linears += _mlp("mlp", keys.int("hidden_size"), keys.int("intermediate_size"))
-    elsewhere = (_routed(experts, len(moe), keys.int("moe_intermediate_size")),) if moe else ()
+        linears += _mlp("mlp", keys.size("hidden_size"), keys.size("intermediate_size"))
+    elsewhere = (_routed(experts, len(moe), keys.size("moe_intermediate_size")),) if moe else ()
     return {"linears": linears, "heads": heads, "kv_heads": kv_heads, "elsewhere": elsewhere}
 
 
@@ -170,9 +188,11 @@ def deepseek_v3(keys: _Keys) -> dict:
     options that change the split (sequence-parallel MoE replicates the shared experts; a fused shared
     expert, as on ROCm's AITER, moves them into the fused-MoE kernel).
     """
-    hidden, heads = keys.int("hidden_size"), keys.int("num_attention_heads")
-    q_lora, kv_lora = keys.nullable_int("q_lora_rank"), keys.int("kv_lora_rank")
-    nope, rope, v_dim = keys.int("qk_nope_head_dim"), keys.int("qk_rope_head_dim"), keys.int("v_head_dim")
+    hidden, heads = keys.size("hidden_size"), keys.size("num_attention_heads")
+    keys.nullable_int("q_lora_rank")  # must be there (null or a size)
+    q_lora = keys.optional_size("q_lora_rank", none="no q LoRA, as DeepSeek-V2-Lite")
+    kv_lora = keys.size("kv_lora_rank")
+    nope, rope, v_dim = keys.int("qk_nope_head_dim"), keys.int("qk_rope_head_dim"), keys.size("v_head_dim")
     if q_lora:
         attention = [Linear("self_attn.fused_qkv_a_proj", (q_lora, kv_lora + rope), hidden, NO_SPLIT),
                      Linear("self_attn.q_b_proj", (heads * (nope + rope),), q_lora, SPLIT_N)]
@@ -181,13 +201,13 @@ def deepseek_v3(keys: _Keys) -> dict:
                      Linear("self_attn.kv_a_proj_with_mqa", (kv_lora + rope,), hidden, NO_SPLIT)]
     attention += [Linear("self_attn.kv_b_proj", (heads * (nope + v_dim),), kv_lora, SPLIT_N),
                   Linear("self_attn.o_proj", (hidden,), heads * v_dim, SPLIT_K)]
-    layers, first_dense = keys.int("num_hidden_layers"), keys.int("first_k_dense_replace")
+    layers, first_dense = keys.size("num_hidden_layers"), keys.int("first_k_dense_replace")
     experts, every = keys.nullable_int("n_routed_experts"), keys.optional_int("moe_layer_freq", 1) or 1
     moe = [i for i in range(layers) if experts and i >= first_dense and i % every == 0]
     linears = attention
     if len(moe) < layers:
-        linears += _mlp("mlp", hidden, keys.int("intermediate_size"))
-    moe_intermediate = keys.int("moe_intermediate_size") if moe else 0
+        linears += _mlp("mlp", hidden, keys.size("intermediate_size"))
+    moe_intermediate = keys.size("moe_intermediate_size") if moe else 0
     shared = keys.nullable_int("n_shared_experts") if moe else 0
     if shared:
         linears += _mlp("mlp.shared_experts", hidden, moe_intermediate * shared)
@@ -199,8 +219,8 @@ def deepseek_v32(keys: _Keys) -> dict:
     """DeepseekV32ForCausalLM: DeepSeek-V3's layers plus the sparse-attention indexer's wq_b, a replicated
     block-FP8 GEMM (its wk runs in bf16, merged with the unquantized weights_proj)."""
     model = deepseek_v3(keys)
-    wq_b = Linear("self_attn.indexer.wq_b", (keys.int("index_n_heads") * keys.int("index_head_dim"),),
-                  keys.int("q_lora_rank"), NO_SPLIT)
+    wq_b = Linear("self_attn.indexer.wq_b", (keys.size("index_n_heads") * keys.size("index_head_dim"),),
+                  keys.size("q_lora_rank"), NO_SPLIT)
     return {**model, "linears": model["linears"] + [wq_b]}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from w8a8_tuner.plan.sweep import Plan
 from w8a8_tuner.search.compile import Point
 from w8a8_tuner.search.settings import SearchSettings
+from w8a8_tuner.search.space import default_owner
 
 # Bump when the kernel or the search changes what a tuned result means (old results are then re-tuned).
 RESULT_VERSION = 2
@@ -54,10 +55,13 @@ def settings_point(settings: dict, N: int, K: int, M: int) -> Point:
     return Point(int(M), int(N), int(K), tuple(settings["block_shape"]), settings["out_dtype"], **variant(settings))
 
 
-def verify_settings(result: dict, section: dict, compare_dir: str | None) -> dict:
-    """What a verify table depends on: the tuned results' settings, verify's own, and the compare folder."""
+def verify_settings(result: dict, section: dict, compare_dir: str | None, engine: str = "vllm") -> dict:
+    """What a verify table depends on: the tuned results' settings, verify's own, the compare folder, and whose
+    default config it times (only where it is not vLLM's, so that earlier tables keep their folder)."""
+    owner = default_owner(engine)
     settings = {"tuned": result["fingerprint"], "verify": dict(section),
-                "compare_dir": str(Path(compare_dir).resolve()) if compare_dir else None}
+                "compare_dir": str(Path(compare_dir).resolve()) if compare_dir else None,
+                **({"default": owner} if owner != "vllm" else {})}
     return {**settings, "fingerprint": fingerprint(settings)}
 
 

@@ -98,6 +98,9 @@ def rank_shape(linear: Linear, tp: int, block_shape: tuple[int, int], where: str
     it, and the scales would straddle ranks), so it is an error, not a shape: every part TP divides, and
     every part but the last of a merged weight (vLLM's validate_fp8_block_shape)."""
     block_n, block_k = block_shape
+    if not all(linear.parts) or not linear.k:  # sizes of 0 the config file's checks let through (a sum of two)
+        what = f"no output (N={sum(linear.parts)})" if not all(linear.parts) else "no input (K=0)"
+        raise ShapeError(f"{linear.name} of {where} has {what}: a size it is built from is 0")
     parts = _rank_parts(linear, tp)
     for i, (whole, part, divided) in enumerate(parts):
         if part % block_n == 0 or not divided and i == len(parts) - 1:

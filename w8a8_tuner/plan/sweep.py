@@ -17,6 +17,7 @@ from w8a8_tuner.results.naming import (
     INTERPRET_DEVICE,
     ConfigFileError,
     compare_file_for,
+    config_file_names,
     load_config_file,
     normalize_device_name,
 )
@@ -104,6 +105,11 @@ def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:
     backend = config["backend"]
     name = config["device_name"]
     device_name = detect(backend) if name == "auto" else normalize_device_name(name)
+    if backend == "interpret" and device_name != INTERPRET_DEVICE:
+        # CPU wall times under a GPU's name would be loaded by an engine on that GPU
+        raise ConfigError(f"backend: 'interpret' with device_name: {name!r}: the interpreter's timings are CPU wall "
+                          f"times, meaningless for a GPU, and an engine would load the files named for it; leave "
+                          f"device_name at auto (results go under {INTERPRET_DEVICE}) or tune with backend: cuda")
     check_kernel(config["kernel"], config["input_type"])
     no_knobs = knobs_reason(config["engine"], config["input_type"], config["kernel"], backend, device_name)
     try:
@@ -126,6 +132,7 @@ def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:
     plan = Plan(device_name, backend, block_shape, config["out_dtype"], tuple(sorted(config["batch_sizes"])),
                 table.shapes_by_tp(), configs, space, config["input_type"], config["kernel"], config["engine"],
                 table, tuple(extra), knobs=not no_knobs and any(is_knob_region(r) for r in extra))
+    check_name_lengths(plan)
     check_compare_dir(config.get("compare_dir"), plan)
     return plan
 
@@ -146,6 +153,33 @@ def knobs_reason(engine: str, input_type: str, kernel: str, backend: str, device
     if backend != "interpret" and target_arch(device_name) != HOPPER_ARCH:
         return f"device {device_name} is not a Hopper GPU (SGLang runs the knobs on sm90 only)"
     return ""
+
+
+# The longest file name (bytes) that ext4, xfs, NFS and Lustre take.
+NAME_MAX = 255
+
+
+def check_name_lengths(plan: Plan) -> None:
+    """Every file the sweep writes can be named: its longest names are the engines' JSON names, which hold the
+    device name and the shape."""
+    for n, k in plan.shapes:
+        for name in config_file_names(n, k, plan.device_name, plan.block_shape, input_type=plan.input_type,
+                                      engine=plan.engine):
+            size = len(name.encode())
+            if size <= NAME_MAX:
+                continue
+            device = len(plan.device_name.encode())
+            limit = f"{size} bytes long, over the {NAME_MAX}-byte limit of file names"
+            if size - device <= NAME_MAX:
+                raise ConfigError(f"device_name: {plan.device_name!r} ({device} bytes) makes the file name of N={n} "
+                                  f"K={k} {limit}")
+            source = plan.shape_table.model.where if plan.shape_table else "shapes"
+            raise ConfigError(f"{source}: N={_digits(n)} K={_digits(k)} makes its file name {limit}")
+
+
+def _digits(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 20 else f"{text[:12]}... ({len(text)} digits)"
 
 
 def check_kernel(kernel: str, input_type: str) -> None:

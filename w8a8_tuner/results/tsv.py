@@ -6,6 +6,7 @@ and names the file and what is wrong: a damaged TSV is refused, never merged.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from pathlib import Path
@@ -23,6 +24,10 @@ FORMAT = "w8a8-block-fp8-tuner tsv v3"
 FORMAT_V2 = "w8a8-block-fp8-tuner tsv v2"
 COLUMNS_V2 = (*PARAMS, "status", "time_us", "screen_us", "rel_error", "stage", "note")
 END_MARK = "# end rows="
+# In the end mark after the row count: the sha256 of every line before it (header, best line, rows), so that
+# an edit of rows together with the best line (which agree again) is refused too. TSVs written before it
+# existed end in `# end rows=N` alone and get every other check.
+CHECKSUM = " sha256="
 STAGES = ("", "estimate", "screen", "remeasure")
 
 
@@ -30,21 +35,29 @@ class ResultFileError(ValueError):
     pass
 
 
-def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, host: str, started: float,
-               finished: float) -> dict[str, object]:
-    """The header of a tuned point's TSV: the point, the settings it was tuned with (what aggregate checks),
-    and where and when it ran."""
+def expected_meta(settings: dict, N: int, K: int, M: int) -> dict[str, object]:
+    """The header fields a point's TSV holds under a sweep's settings: what read_tsv checks before a TSV is
+    merged or kept."""
     return {
         "N": N, "K": K, "M": M, "fingerprint": settings["fingerprint"], "device_name": settings["device_name"],
         "backend": settings["backend"], "block_shape": list(settings["block_shape"]),
-        "out_dtype": settings["out_dtype"], "timings": timings, "slot": slot, "host": host,
+        "out_dtype": settings["out_dtype"],
+    }
+
+
+def point_meta(settings: dict, N: int, K: int, M: int, timings: str, slot: str, host: str, started: float,
+               finished: float) -> dict[str, object]:
+    """The header of a tuned point's TSV: the point, the settings it was tuned with (expected_meta), and
+    where and when it ran."""
+    return {
+        **expected_meta(settings, N, K, M), "timings": timings, "slot": slot, "host": host,
         "started": f"{started:.3f}", "finished": f"{finished:.3f}",
     }
 
 
 def render_tsv(meta: dict[str, object], results: list, best: Config, best_plain: Config | None = None) -> str:
     """Header comments (metadata, winner, and the winner without a Hopper knob where knob configs were
-    tuned), the rows, and an end mark that proves the file whole."""
+    tuned), the rows, and an end mark that proves the file whole and unedited."""
     buf = io.StringIO()
     buf.write(f"# {FORMAT}\n")
     for key, value in meta.items():
@@ -58,8 +71,12 @@ def render_tsv(meta: dict[str, object], results: list, best: Config, best_plain:
         values += [r.status, _num(r.time_us), _num(r.screen_us), _num(r.rel_error, "{:.3g}"), r.stage,
                    r.note.replace("\t", " ").replace("\n", " ")]
         buf.write("\t".join(str(v) for v in values) + "\n")
-    buf.write(f"{END_MARK}{len(results)}\n")
-    return buf.getvalue()
+    body = buf.getvalue()
+    return f"{body}{END_MARK}{len(results)}{CHECKSUM}{_sha256(body)}\n"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _num(x: float, fmt: str = "{:.3f}") -> str:
@@ -97,9 +114,11 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
         raise ResultFileError(f"{path}: unreadable table: {e}") from e
     if tuple(df.columns) != columns:
         raise ResultFileError(f"{path}: columns {list(df.columns)}, expected {list(columns)}")
-    rows = int(lines[-1][len(END_MARK):] or -1)
-    if len(df) != rows:
-        raise ResultFileError(f"{path}: {len(df)} rows but the end mark says {rows}")
+    count, _, checksum = lines[-1][len(END_MARK):].partition(CHECKSUM)
+    if not count.isdigit():
+        raise ResultFileError(f"{path}: damaged end mark {lines[-1]!r}")
+    if len(df) != int(count):
+        raise ResultFileError(f"{path}: {len(df)} rows but the end mark says {count}")
     if columns == COLUMNS_V2:  # every config of a v2 file ran the plain kernel
         df.insert(len(PARAMS), "SWAP_AB", "false")
         df.insert(len(PARAMS) + 1, "SPLIT_K", "1")
@@ -123,6 +142,10 @@ def read_tsv(path, expected: dict[str, object] | None = None, expected_configs: 
                                   f"re-measured ok row without a knob is {plain.label()}")
     elif "best_plain" in meta:
         raise ResultFileError(f"{path}: header has best_plain but no row carries a knob")
+    body = text[:len(text) - len(lines[-1]) - 1]  # every line before the end mark
+    if checksum and checksum != _sha256(body):
+        raise ResultFileError(f"{path}: changed since the tuner wrote it (rows, header or best line no longer match "
+                              "the checksum in its end mark)")
     return meta, df
 
 

@@ -22,10 +22,12 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +76,39 @@ class CompileResult:
     status: str
     note: str = ""
     seconds: float = 0.0
+    retry: bool = False  # the compiler failed, not the config (compiler_failure): never cached, compiled again
+
+
+# A compile the compiler did not finish (compiler_failure) is tried this many times, then reported, not cached.
+MAX_COMPILE_ATTEMPTS = 3
+
+# How Triton reports a ptxas that did not exit by itself: subprocess gives a signal as -N, a shell between
+# Triton and ptxas 128 + N, and Triton names SIGSEGV (triton/backends/nvidia/compiler.py, make_cubin).
+_PTXAS_STATUS = re.compile(r"`ptxas` (?:failed with error code (-?\d+)|raised (SIG[A-Z]+))")
+# Notes of failures of the machine, not the config: memory, files, processes (OSError notes carry errno).
+_SYSTEM_NOTE = re.compile(r"^(MemoryError\b|\w+: \[Errno \d+\])")
+
+
+def compiler_failure(note: str) -> str | None:
+    """Why a failure, by its note (error_note), says nothing about the config: ptxas killed or crashed by a signal
+    (an out-of-memory kill, a node going down), or memory or the file system failing; None if the compiler
+    refused the config itself, which is final. Only a final outcome may be cached."""
+    if _SYSTEM_NOTE.match(note):
+        return "memory or files failed, not the config"
+    m = _PTXAS_STATUS.search(note)
+    if m is None:
+        return None
+    if m[2]:
+        return f"ptxas crashed ({m[2]})"
+    code = int(m[1])
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
+    if number is None:
+        return None
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"ptxas killed by {name}"
 
 
 def _placeholder(dtype, shape):
@@ -143,14 +178,20 @@ def compile_config(point: Point, config: Config, arch: int) -> CompileResult:
         compiled = warmup_block_fp8(kernels, A, B, C, As, Bs, point.block_shape, config.as_dict(), parts)
     except OutOfResources as e:
         return CompileResult(OUT_OF_RESOURCES, error_note(e))
-    except Exception as e:  # noqa: BLE001 - any compiler failure is a property of the config
-        return CompileResult(COMPILE_ERROR, error_note(e))
+    except Exception as e:  # noqa: BLE001 - a property of the config, unless the compiler itself failed
+        return _failed(e)
     # A launch would refuse this (Triton checks it when it loads the binary): no need to try.
     limit = MAX_SHARED_BYTES.get(arch)
     shared = max(c.metadata.shared for c in compiled)
     if limit is not None and shared > limit:
         return CompileResult(OUT_OF_RESOURCES, f"shared memory {shared} > {limit} bytes")
     return CompileResult(OK)
+
+
+def _failed(e: BaseException) -> CompileResult:
+    note = error_note(e)
+    why = compiler_failure(note)
+    return CompileResult(COMPILE_ERROR, f"{why}: {note}" if why else note, retry=why is not None)
 
 
 # compile_fn(point, config, arch) -> CompileResult: compile_config, or the projection's stand-in.
@@ -197,11 +238,13 @@ def outcome_folder(point: Point, arch: int) -> Path:
 
 def _read_outcome(path: Path) -> CompileResult | None:
     try:
-        return CompileResult(**json.loads(path.read_text()))
+        result = CompileResult(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError):
         return None  # a damaged outcome only costs a recompile
+    # cached before compiler failures were told apart (a killed ptxas as the config's compile_error): not final
+    return None if result.status == COMPILE_ERROR and compiler_failure(result.note) else result
 
 
 def _compile_one(point: Point, config: Config, arch: int, wait_for_lock: bool, compile_fn: CompileFn
@@ -221,8 +264,17 @@ def _compile_one(point: Point, config: Config, arch: int, wait_for_lock: bool, c
         if (known := _read_outcome(done)) is not None:  # finished while we waited
             return known
         t0 = time.perf_counter()
-        result = compile_fn(point, config, arch)
+        for _ in range(MAX_COMPILE_ATTEMPTS):
+            try:
+                result = compile_fn(point, config, arch)
+            except (MemoryError, OSError) as e:  # of this process, not of the config
+                result = _failed(e)
+            if not result.retry:
+                break
         result.seconds = round(time.perf_counter() - t0, 3)
+        if result.retry:
+            result.note = f"{result.note} ({MAX_COMPILE_ATTEMPTS} attempts; not cached: compiled again by the next job)"
+            return result
         write_atomic(done, json.dumps(vars(result)))
         return result
     finally:
@@ -250,6 +302,8 @@ _POOLS: dict[tuple, ProcessPoolExecutor] = {}
 def _pool(arch: int, workers: int, compile_fn: CompileFn = compile_config, nice: int = 0) -> ProcessPoolExecutor:
     env = {k: os.environ[k] for k in ("TRITON_CACHE_DIR",) if k in os.environ}
     key = (arch, workers, env.get("TRITON_CACHE_DIR", ""), compile_fn, nice)
+    if key in _POOLS and getattr(_POOLS[key], "_broken", False):  # a process of it died: a new pool
+        _POOLS.pop(key).shutdown(wait=False, cancel_futures=True)
     if key not in _POOLS:
         # spawn: no CUDA state may be forked; the processes never see a GPU.
         ctx = multiprocessing.get_context("spawn")
@@ -291,22 +345,36 @@ def compile_stream(point: Point, configs: Iterable[Config], workers: int, arch: 
     todo = sorted((c for c in configs if c not in known), key=compile_cost, reverse=True)
     if not todo:
         return
-    pool = _pool(arch, max(1, workers), compile_fn, nice)
+    def submit(c: Config, wait_for_lock: bool) -> Future:
+        return _pool(arch, max(1, workers), compile_fn, nice).submit(_compile_one, point, c, arch, wait_for_lock,
+                                                                     compile_fn)
+
     busy: list[Config] = []
+    deaths: dict[Config, int] = {}  # compile processes that died while compiling each config
     for wait_for_lock, batch in ((False, todo), (True, busy)):
-        pending: dict[Future, Config] = {pool.submit(_compile_one, point, c, arch, wait_for_lock, compile_fn): c
-                                       for c in batch}
+        pending: dict[Future, Config] = {submit(c, wait_for_lock): c for c in batch}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             out = {}
             for f in finished:
                 c = pending.pop(f)
-                if (r := f.result()) is None:
+                try:
+                    r = f.result()
+                except BrokenProcessPool as e:
+                    # A compile process died (killed, out of memory): every config it or its pool had in hand is
+                    # compiled again by a new pool; the config that kills it each time is reported, not cached.
+                    deaths[c] = deaths.get(c, 0) + 1
+                    if deaths[c] < MAX_COMPILE_ATTEMPTS:
+                        pending[submit(c, wait_for_lock)] = c
+                        continue
+                    r = CompileResult(COMPILE_ERROR, f"the compile process died ({error_note(e)}) "
+                                      f"({deaths[c]} attempts; not cached: compiled again by the next job)", retry=True)
+                if r is None:
                     busy.append(c)
                 else:
                     out[c] = r
             if out:
-                seen.update(out)
+                seen.update({c: r for c, r in out.items() if not r.retry})  # only final outcomes are kept
                 yield out
 
 

@@ -75,15 +75,27 @@ class Config:
 assert tuple(f.name for f in fields(Config)) == ALL_PARAMS
 
 
-# num_stages of that fallback per operand type: vLLM's fp8_utils.py uses 2, its int8_utils.py 3.
-DEFAULT_NUM_STAGES = {"fp8": 2, "int8": 3}
+# num_stages of that fallback per engine and operand type: vLLM's fp8_utils.py uses 2, its int8_utils.py 3;
+# SGLang's fp8_kernel.py and int8_kernel.py (w8a8_block_{fp8,int8}_matmul) 3. The rest is alike.
+DEFAULT_NUM_STAGES = {("vllm", "fp8"): 2, ("vllm", "int8"): 3, ("sglang", "fp8"): 3, ("sglang", "int8"): 3}
+ENGINE_TITLES = {"vllm": "vLLM", "sglang": "SGLang"}
 
 
 def vllm_default_config(block_shape, *, input_type: str) -> Config:
     """The config vLLM falls back to when no tuned file matches."""
+    return engine_default_config("vllm", block_shape, input_type=input_type)
+
+
+def engine_default_config(engine: str, block_shape, *, input_type: str) -> Config:
+    """The config the engine tuned for (the `engine` setting) falls back to when no tuned file matches."""
     block_n, block_k = block_shape
-    return Config(BLOCK_SIZE_M=64, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=block_k,
-                  GROUP_SIZE_M=32, num_warps=4, num_stages=DEFAULT_NUM_STAGES[input_type])
+    return Config(BLOCK_SIZE_M=64, BLOCK_SIZE_N=block_n, BLOCK_SIZE_K=block_k, GROUP_SIZE_M=32, num_warps=4,
+                  num_stages=DEFAULT_NUM_STAGES[(default_owner(engine), input_type)])
+
+
+def default_owner(engine: str) -> str:
+    """Whose fallback config verify compares with for an `engine` setting: that engine's (`both`: vLLM's)."""
+    return "sglang" if engine == "sglang" else "vllm"
 
 
 def block_k_values(block_k: int, symbol: str) -> list[int]:

@@ -1,13 +1,14 @@
 """Verify tuned configs: per (N, K, M), check every contender's numbers, then time them side by side.
 
 Contenders at each point (w8a8_tuner.verify.contenders): the tuned config, the tuned config
-again as a control (its two times state the run's own noise), vLLM's default, compare_dir's
-config (an entry with SGLang's Hopper knobs runs the kernel they select), the spot check
-(runner-ups from the point's TSV and random configs that ran right there), cuBLAS blockwise FP8
-and, where knob configs were tuned, the best config without a knob (`plain`); plus the roofline,
-with bandwidth and FP8 peak measured on the same GPU. Each contender runs once on poisoned output
-and is compared with the float32 reference; only right ones are timed, all together, interleaved
-over `rounds` rounds by the tuner's bench (w8a8_tuner.search.bench). With the interpreter backend everything is checked
+again as a control (its two times state the run's own noise), the default config of the engine
+tuned for (vLLM's or SGLang's, search.space.engine_default_config), compare_dir's config (an entry
+with SGLang's Hopper knobs runs the kernel they select), the spot check (runner-ups from the point's
+TSV and random configs that ran right there), cuBLAS blockwise FP8 and, where knob configs were
+tuned, the best config without a knob (`plain`); plus the roofline, with bandwidth and FP8 peak
+measured on the same GPU. Each contender runs once on poisoned output and is compared with the
+float32 reference; only right ones are timed, all together, interleaved over `rounds` rounds by the
+tuner's bench (w8a8_tuner.search.bench). With the interpreter backend everything is checked
 and wall-timed (meaningless), and cuBLAS and the roofline are skipped.
 """
 
@@ -30,7 +31,7 @@ from w8a8_tuner.results.naming import (
     nearest_key,
     pick_config,
 )
-from w8a8_tuner.search.space import Config, vllm_default_config
+from w8a8_tuner.search.space import Config, engine_default_config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, WRONG_RESULT, error_note, launch_failure
 from w8a8_tuner.verify.contenders import plain_winners
 from w8a8_tuner.verify.table import CONTENDERS, MISSING, SKIPPED, UNSUPPORTED, add_ratios, write_rows
@@ -76,6 +77,7 @@ class ShapeInputs:
     out_dtype: str = "bfloat16"
     input_type: str = field(kw_only=True)  # operand type (fp8, int8)
     kernel: str = field(kw_only=True)      # the Triton function launched (kernels.engines)
+    engine: str = field(default="vllm", kw_only=True)  # the `engine` tuned for: whose default config is timed
     extra: dict = field(default_factory=dict)  # columns copied into every row (device, backend)
 
 
@@ -95,7 +97,8 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, backend, 
                                seed=settings.seed, input_type=shape.input_type, kernel=shape.kernel)
     tuned = shape.tuned[M] if M in shape.tuned else pick_config(shape.tuned, M)
     configs: dict[str, Config | None] = {
-        "tuned": tuned, "control": tuned, "default": vllm_default_config(block_shape, input_type=shape.input_type),
+        "tuned": tuned, "control": tuned,
+        "default": engine_default_config(shape.engine, block_shape, input_type=shape.input_type),
         "compare": pick_config(shape.compare, M) if shape.compare else None,
         "plain": shape.plain.get(M),
     }
@@ -228,7 +231,7 @@ def _kind(name: str) -> str:
 def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, str], compare_dir: str | None,
                device_name: str, block_shape, out_dtype: str, backend_name: str, triton_cache: str,
                settings: VerifySettings, log: Callable[[str], None] = print, *, input_type: str,
-               kernel: str, compile_workers: int = 1) -> None:
+               kernel: str, compile_workers: int = 1, engine: str = "vllm") -> None:
     """Take a GPU slot (as a tune job does), check the GPU, verify every batch size of the shape's JSON."""
     from w8a8_tuner.jobs import slots
     from w8a8_tuner.jobs.point import check_device
@@ -259,7 +262,7 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, st
             compare_file=compare_file or (missing_compare_files(compare_dir, N, K, device_name, block_shape, input_type)
                                           if compare_dir else ""),
             compare_engines=spelling,
-            block_shape=tuple(block_shape), out_dtype=out_dtype, input_type=input_type, kernel=kernel,
+            block_shape=tuple(block_shape), out_dtype=out_dtype, input_type=input_type, kernel=kernel, engine=engine,
             extra={"device_name": device_name, "backend": backend.name})
         log(f"tuned: {tuned_json} (kernel {kernel}, input_type {input_type}); compare: "
             + (f"{compare_file} ({spelling}'s file name)" if compare_file else "none"))

@@ -13,6 +13,7 @@ import pandas as pd
 
 from kernels.blocks import cdiv
 from w8a8_tuner.results.files import write_atomic
+from w8a8_tuner.search.space import ENGINE_TITLES, default_owner
 from w8a8_tuner.search.status import OK
 
 # A spot-check config faster than the tuned one by more than this is a search miss worth reporting.
@@ -20,6 +21,11 @@ REGRET_LIMIT = 1.02
 
 OTHERS = {"default": "vLLM default", "compare": "compare_dir", "cublas": "cuBLAS",
           "plain": "best config without a Hopper knob"}
+
+
+def others(engine: str = "vllm") -> dict[str, str]:
+    """The other contenders' names, the default named by whose it is (the engine tuned for)."""
+    return {**OTHERS, "default": f"{ENGINE_TITLES[default_owner(engine)]} default"}
 _SHORT = {"wrong_result": "wrong", "unsupported": "unsup.", "skipped": "skipped", "missing": "missing",
           "launch_error": "error", "out_of_resources": "no smem", "compile_error": "error"}
 SUMMARY_COLUMNS = (
@@ -104,8 +110,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
-def summary_text(df: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """The few lines printed at the end of the run."""
+def summary_text(df: pd.DataFrame, summary: pd.DataFrame, engine: str = "vllm") -> str:
+    """The few lines printed at the end of the run (and shown on the report's first page)."""
     total = summary.iloc[-1]
     devices = sorted(set(df["device_name"]))
     backend = sorted(set(df["backend"]))
@@ -119,7 +125,7 @@ def summary_text(df: pd.DataFrame, summary: pd.DataFrame) -> str:
                      + ", ".join(f"{_where(r, True)} ({r.tuned_status})" for r in bad.itertuples()))
     else:
         lines.append("  tuned configs: all checked against the float32 reference, all right")
-    for name, title in OTHERS.items():
+    for name, title in others(engine).items():
         not_ok = _not_ok(df, name)
         if name == "compare" and (df["compare_note"] == "no compare_dir given").all():
             lines.append("  tuned vs compare_dir: compare_dir not set")
@@ -146,12 +152,12 @@ def summary_text(df: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(df: pd.DataFrame, tsv_path, text_path) -> str:
+def write_summary(df: pd.DataFrame, tsv_path, text_path, engine: str = "vllm") -> str:
     summary = summarize(df)
     buf = io.StringIO()
     summary.to_csv(buf, sep="\t", index=False)
     write_atomic(tsv_path, buf.getvalue())
-    text = summary_text(df, summary)
+    text = summary_text(df, summary, engine)
     write_atomic(text_path, text)
     return text
 
@@ -230,8 +236,8 @@ def _interpret_note(df: pd.DataFrame) -> str:
     return "\n(interpreter backend: CPU wall times, meaningless)" if (df["backend"] == "interpret").any() else ""
 
 
-def plot_speedup(df: pd.DataFrame, other: str, path) -> None:
-    title = OTHERS[other]
+def plot_speedup(df: pd.DataFrame, other: str, path, engine: str = "vllm") -> None:
+    title = others(engine)[other]
     heatmap(df, f"speedup_vs_{other}", lambda r: _cell_reason(r, other),
             f"Speedup of the tuned config over {title}\n(time {title} / time tuned; > 1: tuned faster)"
             + _interpret_note(df), path, colorbar_label=f"{title} / tuned")
@@ -252,15 +258,16 @@ def plot_roofline(df: pd.DataFrame, path) -> None:
             path, kind="percent", colorbar_label="% of roofline")
 
 
-def plot_times(df: pd.DataFrame, path) -> None:
+def plot_times(df: pd.DataFrame, path, engine: str = "vllm") -> None:
     """Per shape: time vs batch size for every contender that was right, and the roofline."""
     plt = _plt()
     shapes, _ = _grid(df)
     cols = min(3, len(shapes))
     rows = cdiv(len(shapes), cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False, layout="constrained")
-    styles = {"tuned": ("tuned", "o-"), "default": ("vLLM default", "s--"), "compare": ("compare_dir", "^-."),
-              "cublas": ("cuBLAS blockwise", "d:"), "plain": ("best without a knob", "v-")}
+    styles = {"tuned": ("tuned", "o-"), "default": (others(engine)["default"], "s--"),
+              "compare": ("compare_dir", "^-."), "cublas": ("cuBLAS blockwise", "d:"),
+              "plain": ("best without a knob", "v-")}
     for ax, (n, k) in zip(axes.flat, shapes):
         g = df[(df["N"] == n) & (df["K"] == k)].sort_values("M")
         for name, (label, style) in styles.items():
@@ -286,14 +293,14 @@ def plot_times(df: pd.DataFrame, path) -> None:
     plt.close(fig)
 
 
-def write_plots(df: pd.DataFrame, paths: dict[str, str]) -> None:
+def write_plots(df: pd.DataFrame, paths: dict[str, str], engine: str = "vllm") -> None:
     """paths: plot name -> PNG path; names: speedup_default, speedup_compare, speedup_plain, spot_check, roofline,
-    cublas, times."""
+    cublas, times; `engine`: the one tuned for, whose default config was timed."""
     for name, path in paths.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
         if name == "speedup_default":
-            plot_speedup(df, "default", tmp)
+            plot_speedup(df, "default", tmp, engine)
         elif name == "speedup_compare":
             plot_speedup(df, "compare", tmp)
         elif name == "cublas":
@@ -305,7 +312,7 @@ def write_plots(df: pd.DataFrame, paths: dict[str, str]) -> None:
         elif name == "spot_check":
             plot_spot_check(df, tmp)
         elif name == "times":
-            plot_times(df, tmp)
+            plot_times(df, tmp, engine)
         else:
             raise ValueError(f"unknown plot {name!r}")
         tmp.replace(path)

@@ -1,3 +1,5 @@
+from w8a8_tuner.results.outdated import set_aside
+
 localrules:
     aggregate,
 
@@ -28,6 +30,18 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
+rule set_aside_outdated_configs:
+    """Move the files in configs/ that the current settings do not make (common.smk, OUTDATED) into a folder of
+    their own, with a record of why: configs/ then holds exactly what these settings make."""
+    output:
+        record=f"{RESULTS}/outdated_configs/{{moved_at}}/moved.tsv",
+    localrule: True
+    priority: 1000000  # before any tune job: nothing outdated stays in configs/ while the sweep runs
+    run:
+        for line in set_aside(outdated_configs(), Path(output.record).parent):
+            print(line, file=sys.stderr)
+
+
 # One target per TP size, e.g. `snakemake tp8`: the files that TP size needs.
 for _tp in PLAN.shapes_by_tp:
 
@@ -37,4 +51,5 @@ for _tp in PLAN.shapes_by_tp:
         input:
             tp_config_files(_tp),
             compile_targets(_tp),
+            outdated_targets(),
         localrule: True

@@ -8,12 +8,15 @@ from snakemake.utils import validate
 from w8a8_tuner.jobs.client import RUN_STARTED_ENV
 from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
 from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
-from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update, load_strict, schema_error_message, yaml_values
+from w8a8_tuner.plan.config import (ConfigFileProblem, apply_aliases, check_whole_numbers, deep_update, load_strict,
+                                    schema_error_message, yaml_values)
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
 from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading, runs_knobs
+from w8a8_tuner.results.outdated import outdated_files, why_outdated
 from w8a8_tuner.search.compile import specialization_key, target_arch
+from w8a8_tuner.search.space import ENGINE_TITLES, default_owner, engine_default_config
 
 
 # --- configuration: files read strictly, --config values as YAML, schema with defaults --------
@@ -42,6 +45,10 @@ try:
 except WorkflowError as e:
     raise WorkflowError(f"Invalid configuration: {schema_error_message(e)}")
 try:
+    check_whole_numbers(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+except ConfigFileProblem as e:
+    raise WorkflowError(f"Invalid configuration: {e}")
+try:
     PLAN = make_plan(config, given=set(_loaded))  # a block_shape left out yields to model_config's
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
@@ -63,6 +70,7 @@ wildcard_constraints:
     K=r"\d+",
     M=r"\d+",
     spec=r"[1nx]+-[\w-]+",
+    moved_at=r"\d{8}-\d{6}",
 
 
 def settings_json():
@@ -116,8 +124,31 @@ def all_config_files():
     return [path for n, k in PLAN.shapes for path in config_jsons(n, k)]
 
 
+# --- configs/ holds exactly the files the current settings make (w8a8_tuner.results.outdated) -------
+# Any other (another engine's name, a shape no longer configured) is moved into a folder of its own by
+# rule set_aside_outdated_configs, first in any run that makes config files; a dry run only says so.
+def outdated_configs():
+    """{file in configs/ the current settings do not make: why}"""
+    spelling = f"engine: {PLAN.engine}, input_type: {PLAN.input_type}, block_shape: {list(PLAN.block_shape)}"
+    return {path: why_outdated(path.name, PLAN.shapes, spelling)
+            for path in outdated_files(f"{RESULTS}/configs", all_config_files())}
+
+
+OUTDATED = outdated_configs() if workflow.is_main_process else {}
+OUTDATED_FOLDER = f"{RESULTS}/outdated_configs/{time.strftime('%Y%m%d-%H%M%S')}"  # the move's folder, this run
+for _path, _why in OUTDATED.items():
+    print(f"{_path}: {_why}; a run that makes config files (default target, tpN, verify_all) moves it to "
+          f"{OUTDATED_FOLDER}/", file=sys.stderr)
+
+
+def outdated_targets():
+    return [f"{OUTDATED_FOLDER}/moved.tsv"] if OUTDATED else []
+
+
 def output_folders():
-    return [f"{RESULTS}/configs", f"{RESULTS}/aggregate"] + [f"{SWEEP}/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
+    """Every folder a job of this run may write into; the compile cache too (tune, compile and verify jobs)."""
+    return ([f"{RESULTS}/configs", f"{RESULTS}/aggregate"] + [f"{SWEEP}/N{n}_K{k}" for n, k in PLAN.shapes] + [LOGS]
+            + [TRITON_CACHE] + ([f"{RESULTS}/outdated_configs"] if OUTDATED else []))
 
 
 # An unwritable output folder stops the run before Snakemake even scans it (a results *file*
@@ -250,13 +281,19 @@ def compile_workers(wildcards, threads):
 COMPARE_DIR = config["compare_dir"]
 # Tables and plots live in a folder named by what they depend on (tuned results, verify settings,
 # compare folder): changing any of them verifies again into a new folder.
-VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR)['fingerprint']}"
+VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR, PLAN.engine)['fingerprint']}"
+# Whose default config verify times: the engine tuned for (w8a8_tuner.search.space.engine_default_config); the
+# report's captions name it and its values.
+DEFAULT_ENGINE = ENGINE_TITLES[default_owner(PLAN.engine)]
+DEFAULT_TITLE = f"{DEFAULT_ENGINE} default"
+DEFAULT_CONFIG = ", ".join(f"{k}={v}" for k, v in engine_default_config(
+    PLAN.engine, PLAN.block_shape, input_type=PLAN.input_type).as_dict().items())
 _VERIFY_STARTED = time.time()
 
 VERIFY_PLOTS = (["speedup_default"] + (["speedup_compare"] if COMPARE_DIR else [])
                 + (["speedup_plain"] if PLAN.knobs else []) + ["spot_check", "roofline", "cublas", "times"])
 _PLOT_LABELS = {
-    "speedup_default": "speedup over vLLM default",
+    "speedup_default": f"speedup over {DEFAULT_TITLE}",
     "speedup_compare": "speedup over compare_dir",
     "speedup_plain": "knob winner vs best config without a knob",
     "spot_check": "tuned vs spot check (search quality)",

@@ -1,3 +1,5 @@
+from w8a8_tuner.results.files import write_atomic
+
 localrules:
     tune_settings,
 
@@ -11,7 +13,7 @@ rule tune_settings:
     params:
         text=settings_text(SETTINGS),
     run:
-        Path(output.json).write_text(params.text)
+        write_atomic(output.json, params.text)  # whole or absent: the profile ignores Snakemake's incomplete marks
         Path(log[0]).write_text(f"settings of {SWEEP} written\n")
 
 

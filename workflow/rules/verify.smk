@@ -5,8 +5,8 @@
 
 rule verify:
     """Check, then time side by side, the tuned config of every batch size of one shape against itself
-    (the control), vLLM's default, compare_dir's config, the spot check, cuBLAS blockwise FP8 and the
-    roofline, on one GPU slot."""
+    (the control), the default config of the engine tuned for, compare_dir's config, the spot check, cuBLAS
+    blockwise FP8 and the roofline, on one GPU slot."""
     input:
         unpack(verify_inputs),
     output:
@@ -20,6 +20,7 @@ rule verify:
         out_dtype=PLAN.out_dtype,
         input_type=PLAN.input_type,
         kernel=PLAN.kernel,
+        engine=PLAN.engine,
         compare_dir=COMPARE_DIR or "",
         settings=config["verify_settings"],
         triton_cache=TRITON_CACHE,
@@ -66,6 +67,10 @@ rule verify_summary:
         text=f"{VERIFY}/summary.txt",
     log:
         f"{LOGS}/verify/summary.log",
+    params:
+        engine=PLAN.engine,
+        default_engine=DEFAULT_ENGINE,
+        default_config=DEFAULT_CONFIG,
     localrule: True
     script:
         "../scripts/verify_summary.py"
@@ -89,6 +94,10 @@ rule verify_plots:
         },
     log:
         f"{LOGS}/verify/plots.log",
+    params:
+        engine=PLAN.engine,
+        default_engine=DEFAULT_ENGINE,
+        default_config=DEFAULT_CONFIG,
     localrule: True
     script:
         "../scripts/verify_plots.py"
@@ -98,6 +107,7 @@ rule verify_all:
     """Verify every configured shape, then merge, summarize and plot (no report: see --report)."""
     input:
         verify_targets(),
+        outdated_targets(),
     localrule: True
 
 

@@ -4,15 +4,13 @@ import sys
 from pathlib import Path
 
 from w8a8_tuner.results.aggregate import aggregate
-from w8a8_tuner.results.tsv import ResultFileError
+from w8a8_tuner.results.tsv import ResultFileError, expected_meta
 from w8a8_tuner.search.space import settings_configs
 
 sm = snakemake  # noqa: F821
 s = sm.params.settings
 with open(sm.log[0], "w") as log:
-    expected = {"N": sm.wildcards.N, "K": sm.wildcards.K, "fingerprint": s["fingerprint"],
-                "device_name": s["device_name"], "backend": s["backend"], "block_shape": s["block_shape"],
-                "out_dtype": s["out_dtype"]}
+    expected = expected_meta(s, int(sm.wildcards.N), int(sm.wildcards.K), M=None)  # aggregate sets each M
     tsvs = {int(m): path for m, path in sm.input.items() if m.isdigit()}
     try:
         best = aggregate(tsvs, dict(zip(sm.output.jsons, sm.params.runs_knobs)), sm.output.manifest, expected,

@@ -17,6 +17,7 @@ with open(sm.log[0], "w", buffering=1) as log_file:
             sm.params.compare_dir or None, sm.params.device_name, sm.params.block_shape, sm.params.out_dtype,
             sm.params.backend, sm.params.triton_cache, VerifySettings.from_config(sm.params.settings), log=log,
             input_type=sm.params.input_type, kernel=sm.params.kernel, compile_workers=sm.params.compile_workers,
+            engine=sm.params.engine,
         )
     except Exception as e:
         log(f"ERROR: {type(e).__name__}: {e}")

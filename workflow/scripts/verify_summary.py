@@ -5,4 +5,4 @@ from w8a8_tuner.verify.table import read_rows
 
 sm = snakemake  # noqa: F821
 with open(sm.log[0], "w") as log:
-    print(write_summary(read_rows(sm.input.tsv), sm.output.summary, sm.output.text), file=log, end="")
+    print(write_summary(read_rows(sm.input.tsv), sm.output.summary, sm.output.text, sm.params.engine), file=log, end="")

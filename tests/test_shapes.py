@@ -223,6 +223,47 @@ def test_explicit_shapes_with_split_rules():
     assert plan.shapes_by_tp[8] == [(256, 512), (4096 // 8, 7168), (2112, 7168), (7168, 2048 // 8)]
 
 
+# Qwen3-235B-A22B's qkv_proj: hidden 4096, 64 query heads and 4 KV heads of 128: N = (64 + 2 * 4) * 128 = 9216.
+QWEN3_235B_QKV = [9216, 4096, "qkv", 64, 4, 128]
+
+
+def test_qkv_rule_replicates_kv_heads_as_vllm_does():
+    """[N, K, "n"] gave 9216 / 8 = 1152 at tp=8, where vLLM runs 64 / 8 = 8 query heads and max(1, 4 / 8) = 1 KV
+    head (replicated) per rank: (8 + 2 * 1) * 128 = 1280."""
+    plan = planned(shapes=[QWEN3_235B_QKV], tp_sizes=[1, 2, 4, 8, 16])
+    assert plan.shapes_by_tp == {1: [(9216, 4096)], 2: [((32 + 2 * 2) * 128, 4096)], 4: [((16 + 2 * 1) * 128, 4096)],
+                                 8: [((8 + 2 * 1) * 128, 4096)], 16: [((4 + 2 * 1) * 128, 4096)]}
+    assert planned(shapes=[[9216, 4096, "n"]], tp_sizes=[8]).shapes_by_tp[8] == [(1152, 4096)]  # the old answer
+
+
+def test_qkv_rule_is_the_arithmetic_of_a_config_json(tmp_path):
+    """The explicit rule and a config.json of that model give the same qkv_proj shape at every TP size."""
+    path = written(tmp_path, QWEN3_MOE, hidden_size=4096, num_attention_heads=64, num_key_value_heads=4, head_dim=128,
+                   moe_intermediate_size=1536, num_hidden_layers=94)
+    tps = [1, 2, 4, 8, 16, 32, 64]
+    by_config = model_config(path, *tps).shape_table.rows
+    by_rule = planned(shapes=[QWEN3_235B_QKV], tp_sizes=tps).shape_table.rows
+    assert [(r.tp, r.n, r.k) for r in by_rule] == [(r.tp, r.n, r.k) for r in by_config if "qkv_proj" in r.layers[0]]
+
+
+@pytest.mark.parametrize("shape,tp,needle", [
+    ([9216, 4096, "qkv", 64, 4], 8, 'shapes[0]: [9216, 4096, \'qkv\', 64, 4]: a "qkv" rule is [N, K, "qkv", heads, '
+                                    'kv_heads, head_dim], e.g. [9216, 4096, "qkv", 64, 4, 128]'),
+    ([9216, 4096, "qkv", 64, 8, 128], 8, "shapes[0]: N=9216 is not (heads + 2 x kv_heads) x head_dim = (64 + 2 x 8) x "
+                                         "128 = 10240"),
+    ([832 * 128, 4096, "qkv", 64, 384, 128], 8, "shapes[0]: heads=64 is not a multiple of kv_heads=384"),
+    ([9216, 4096, "n", 64, 4, 128], 8,
+     'shapes[0]: [9216, 4096, \'n\', 64, 4, 128]: only a "qkv" rule takes head counts'),
+    (QWEN3_235B_QKV, 3, "tp_sizes: tp=3 does not divide num_attention_heads=64 (shapes[0] of shapes)"),
+    ([18 * 128, 4096, "qkv", 12, 3, 128], 4,
+     "tp_sizes: tp=4 and num_key_value_heads=3 (shapes[0] of shapes): one must"),
+    ([10 * 100, 4096, "qkv", 8, 1, 100], 1, "shapes[0] has an output part of N=800, not a multiple of block_n=128"),
+    ([9216, 4096, "qkv", 0, 4, 128], 8, "shapes[0][3]: 0 is less than the minimum of 1"),
+])
+def test_qkv_rule_errors_name_the_entry(shape, tp, needle):
+    assert needle in message(shapes=[shape], tp_sizes=[tp])
+
+
 def test_shapes_are_not_in_the_fingerprint():
     tuning = validated(**yaml.safe_load(TEST_CONFIG.read_text()))["tuning"]
     a = planned(shapes=[[256, 512]], tp_sizes=[8])
@@ -247,7 +288,12 @@ def test_unknown_architecture(tmp_path):
     path = written(tmp_path, LLAMA, architectures=["GPT2LMHeadModel"])
     assert message(model_config=str(path), shapes=[]) == (
         f"model_config: {path}: architecture GPT2LMHeadModel is not known here; known: DeepseekV3ForCausalLM, "
-        "DeepseekV32ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM, MistralForCausalLM")
+        "DeepseekV32ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM, MistralForCausalLM; "
+        "for another model, give its shapes with shapes: [[N, K, split], ...] (README: Which shapes), or take them "
+        "from the engine's log of a run with shapes_from_log: path/to/engine.log")
+    no_list = written(tmp_path, LLAMA, architectures=None)
+    assert "shapes: [[N, K, split], ...]" in message(model_config=str(no_list), shapes=[])
+    assert "shapes_from_log: path/to/engine.log" in message(model_config=str(no_list), shapes=[])
 
 
 def test_missing_key(tmp_path):
@@ -275,7 +321,7 @@ def test_missing_file(tmp_path):
 
 
 def test_bad_split_rule():
-    assert message(shapes=[[256, 512, "rows"]]) == "shapes[0][2]: 'rows' is not one of ['n', 'k', 'none']"
+    assert message(shapes=[[256, 512, "rows"]]) == "shapes[0][2]: 'rows' is not one of ['n', 'k', 'none', 'qkv']"
 
 
 def test_split_rule_off_the_block_grid():

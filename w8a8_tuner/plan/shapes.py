@@ -13,11 +13,13 @@ from w8a8_tuner.plan.models import (
     NO_SPLIT,
     SPLIT_K,
     SPLIT_N,
+    SPLIT_QKV,
     Linear,
     Model,
     ShapeError,
     built_in_model,
     load_model_config,
+    qkv_linear,
 )
 
 __all__ = ["ShapeError", "ShapeRow", "ShapeTable", "model_shapes", "shape_table"]
@@ -70,14 +72,13 @@ class ShapeTable:
         return "\n".join(lines + [f"note: {note}" for note in self.notes]) + "\n"
 
 
-def check_heads(model: Model, tp: int) -> None:
+def check_heads(heads: int, kv_heads: int, tp: int, where: str) -> None:
     """vLLM gives each rank num_attention_heads / tp heads, and splits the KV heads over the ranks or, when
     tp exceeds them, gives each rank one (tp must then be a multiple of them)."""
-    if model.heads and model.heads % tp:
-        raise ShapeError(f"tp_sizes: tp={tp} does not divide num_attention_heads={model.heads} ({model.where})")
-    kv = model.kv_heads
-    if kv and (kv % tp if kv >= tp else tp % kv):
-        raise ShapeError(f"tp_sizes: tp={tp} and num_key_value_heads={kv} ({model.where}): one must divide the "
+    if heads and heads % tp:
+        raise ShapeError(f"tp_sizes: tp={tp} does not divide num_attention_heads={heads} ({where})")
+    if kv_heads and (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+        raise ShapeError(f"tp_sizes: tp={tp} and num_key_value_heads={kv_heads} ({where}): one must divide the "
                          "other (vLLM splits the KV heads over the ranks, or each rank holds one)")
 
 
@@ -118,21 +119,46 @@ def rank_shape(linear: Linear, tp: int, block_shape: tuple[int, int], where: str
 
 def rank_rows(model: Model, tp: int, block_shape: tuple[int, int]) -> list[ShapeRow]:
     """The distinct (N, K) one rank runs at `tp`, sorted, each with the layers that run it."""
-    check_heads(model, tp)
+    check_heads(model.heads, model.kv_heads, tp, model.where)
     layers: dict[tuple[int, int], list[Linear]] = {}
     for linear in model.linears:
+        if linear.heads and not model.heads:  # an explicit qkv shape carries its own head counts
+            check_heads(linear.heads, linear.kv_heads, tp, f"{linear.name} of {model.where}")
         layers.setdefault(rank_shape(linear, tp, block_shape, model.where), []).append(linear)
     return [ShapeRow(tp, n, k, tuple(lin.name for lin in served), tuple(dict.fromkeys(lin.split for lin in served)),
                      model.source)
             for (n, k), served in sorted(layers.items())]
 
 
+QKV_EXAMPLE = '[9216, 4096, "qkv", 64, 4, 128] (Qwen3-235B-A22B: 64 query heads, 4 KV heads of 128)'
+
+
+def explicit_linear(i: int, shape: list) -> Linear:
+    """One `shapes` entry as a layer: [N, K] is tuned as given at every TP size; [N, K, "n" | "k" | "none"] is
+    split like a column-parallel, row-parallel or replicated layer; [N, K, "qkv", heads, kv_heads, head_dim]
+    like a merged q/k/v layer, whose KV heads vLLM replicates when tp exceeds them (so "n" would be wrong)."""
+    name, n, k = f"shapes[{i}]", int(shape[0]), int(shape[1])
+    split = shape[2] if len(shape) > 2 else NO_SPLIT
+    if split != SPLIT_QKV:
+        if len(shape) > 3:
+            raise ShapeError(f"{name}: {shape}: only a \"qkv\" rule takes head counts; [N, K, split] has 3 items")
+        return Linear(name, (n,), k, split)
+    if len(shape) != 6:
+        raise ShapeError(f"{name}: {shape}: a \"qkv\" rule is [N, K, \"qkv\", heads, kv_heads, head_dim], "
+                         f"e.g. {QKV_EXAMPLE}")
+    heads, kv_heads, head_dim = (int(v) for v in shape[3:])
+    if (heads + 2 * kv_heads) * head_dim != n:
+        raise ShapeError(f"{name}: N={n} is not (heads + 2 x kv_heads) x head_dim = ({heads} + 2 x {kv_heads}) x "
+                         f"{head_dim} = {(heads + 2 * kv_heads) * head_dim}")
+    if heads % kv_heads:
+        raise ShapeError(f"{name}: heads={heads} is not a multiple of kv_heads={kv_heads} (each KV head serves "
+                         "a group of query heads)")
+    return qkv_linear(name, k, heads, kv_heads, head_dim)
+
+
 def explicit_model(shapes: list) -> Model:
-    """`shapes` as layers: [N, K] is tuned as given at every TP size; [N, K, "n" | "k" | "none"] is split
-    like a column-parallel, row-parallel or replicated layer."""
-    linears = [Linear(f"shapes[{i}]", (int(shape[0]),), int(shape[1]), shape[2] if len(shape) > 2 else NO_SPLIT)
-               for i, shape in enumerate(shapes)]
-    return Model("shapes", "shapes", tuple(linears))
+    """`shapes` as layers (explicit_linear)."""
+    return Model("shapes", "shapes", tuple(explicit_linear(i, shape) for i, shape in enumerate(shapes)))
 
 
 def source_model(config: dict) -> Model:

@@ -52,6 +52,7 @@ class Model:
     heads: int = 0  # attention heads: TP must divide them
     kv_heads: int = 0  # GQA KV heads: TP divides them, or they divide TP (each rank then holds one)
     block_shape: tuple[int, int] | None = None  # quantization_config.weight_block_size
+    block_shape_source: str = "quantization_config.weight_block_size"  # where block_shape comes from, for messages
     # (layer, why it is not tuned here) for layers that run in another kernel
     elsewhere: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()

@@ -1,14 +1,17 @@
 """Weight shapes (N, K) one rank runs per tensor-parallel size, with the layers each serves.
 
-From one of three sources: explicit `shapes` ([N, K], or [N, K, split] to split them per TP size),
-`model_config` (a local Hugging Face config.json, read by plan.models), or the built-in `model`
-(DeepSeek-V3, through the same code from its published config values).
+From one of four sources: explicit `shapes` ([N, K], or [N, K, split] to split them per TP size),
+`model_config` (a local Hugging Face config.json, read by plan.models), `shapes_from_log` (the files an
+engine's log says it did not find, read by plan.logs), or the built-in `model` (DeepSeek-V3, through the
+same code from its published config values).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from w8a8_tuner.plan.logs import KEY as LOG_KEY
+from w8a8_tuner.plan.logs import EngineLog, log_model, read_engine_log
 from w8a8_tuner.plan.models import (
     NO_SPLIT,
     SPLIT_K,
@@ -47,6 +50,7 @@ class ShapeTable:
     model: Model
     block_shape: tuple[int, int]
     notes: tuple[str, ...]
+    log: EngineLog | None = None  # shapes_from_log: what the engine's log says about its run
 
     def shapes_by_tp(self) -> dict[int, list[tuple[int, int]]]:
         by_tp: dict[int, list[tuple[int, int]]] = {}
@@ -161,16 +165,23 @@ def explicit_model(shapes: list) -> Model:
     return Model("shapes", "shapes", tuple(explicit_linear(i, shape) for i, shape in enumerate(shapes)))
 
 
-def source_model(config: dict) -> Model:
-    """The one source of shapes the config names: explicit shapes, a model_config file, or the built-in model."""
-    shapes, path = config.get("shapes"), config.get("model_config")
-    if shapes and path:
-        raise ShapeError(f"shapes and model_config: {path!r} are both set; give one (shapes: these weight shapes; "
-                         "model_config: the shapes of that model)")
-    if shapes:
-        return explicit_model(shapes)
-    if path:
-        return load_model_config(path)
+SOURCES = ("shapes", "model_config", LOG_KEY)
+
+
+def source_model(config: dict, log: EngineLog | None = None) -> Model:
+    """The one source of shapes the config names: explicit shapes, a model_config file, an engine's log (`log`,
+    read already), or the built-in model."""
+    given = [key for key in SOURCES if config.get(key)]
+    if len(given) > 1:
+        raise ShapeError(f"{' and '.join(given)}: {config[given[-1]]!r} are both set; give one (shapes: these weight "
+                         f"shapes; model_config: the shapes of that model; {LOG_KEY}: the shapes an engine's log "
+                         "names)")
+    if config.get("shapes"):
+        return explicit_model(config["shapes"])
+    if config.get("model_config"):
+        return load_model_config(config["model_config"])
+    if log is not None:
+        return log_model(log)
     return built_in_model(config["model"])
 
 
@@ -182,8 +193,8 @@ def resolve_block_shape(config: dict, model: Model, given=None) -> tuple[int, in
     if model.block_shape is None or model.block_shape == configured:
         return configured
     if given is None or "block_shape" in given:
-        raise ShapeError(f"block_shape: {list(configured)}, but {model.where} has quantization_config."
-                         f"weight_block_size {list(model.block_shape)}; leave block_shape out, or set it to that")
+        raise ShapeError(f"block_shape: {list(configured)}, but {model.where} has {model.block_shape_source} "
+                         f"{list(model.block_shape)}; leave block_shape out, or set it to that")
     return model.block_shape
 
 
@@ -193,16 +204,17 @@ def _notes(model: Model, block_shape: tuple[int, int], configured: list) -> tupl
         notes.append(f"{model.source} has no quantization_config.weight_block_size (not a block-FP8 checkpoint?); "
                      f"block_shape {list(block_shape)} is used")
     elif model.block_shape is not None and list(model.block_shape) != list(configured):
-        notes.append(f"block_shape {list(block_shape)}: {model.source}'s quantization_config.weight_block_size")
+        notes.append(f"block_shape {list(block_shape)}: {model.source}'s {model.block_shape_source}")
     return tuple(notes)
 
 
 def shape_table(config: dict, given=None) -> ShapeTable:
     """Every configured TP size's shapes from a schema-valid config; `given` as in resolve_block_shape."""
-    model = source_model(config)
+    log = read_engine_log(config[LOG_KEY]) if config.get(LOG_KEY) else None
+    model = source_model(config, log)
     block_shape = resolve_block_shape(config, model, given)
     rows = [row for tp in config["tp_sizes"] for row in rank_rows(model, int(tp), block_shape)]
-    return ShapeTable(tuple(rows), model, block_shape, _notes(model, block_shape, config["block_shape"]))
+    return ShapeTable(tuple(rows), model, block_shape, _notes(model, block_shape, config["block_shape"]), log)
 
 
 def model_shapes(model: str, tp: int, block_shape=(128, 128)) -> list[tuple[int, int]]:

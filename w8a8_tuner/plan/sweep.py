@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernels import engines
+from w8a8_tuner.plan.logs import check_log_agrees
 from w8a8_tuner.plan.shapes import ShapeError, ShapeTable, shape_table
 from w8a8_tuner.results.naming import (
     INTERPRET_DEVICE,
     ConfigFileError,
     compare_file_for,
+    engines_of,
     load_config_file,
     normalize_device_name,
 )
@@ -94,6 +96,12 @@ def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:
             raise ConfigError(f"search_space_extra[{i}]: min_M={region['min_M']} > max_M={region['max_M']}")
     name = config["device_name"]
     device_name = detect(backend) if name == "auto" else normalize_device_name(name)
+    if table.log is not None:
+        try:
+            check_log_agrees(table.log, device_name=device_name, backend=backend, input_type=config["input_type"],
+                             engines=engines_of(config["engine"]))
+        except ShapeError as e:
+            raise ConfigError(str(e)) from e
     check_kernel(config["kernel"], config["input_type"])
     plan = Plan(device_name, backend, block_shape, config["out_dtype"], tuple(sorted(config["batch_sizes"])),
                 table.shapes_by_tp(), configs, space, config["input_type"], config["kernel"], config["engine"],

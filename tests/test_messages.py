@@ -1,9 +1,11 @@
 """What the real snakemake says for bad input and unusual command lines: one clear line naming the file,
 key or value, before any job, and nothing written. TESTING.md lists the cases."""
 
+import subprocess
+
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, job_count, make_workdir, snakemake
+from conftest import REPO, SNAKEMAKE, TEST_CONFIG, job_count, job_env, make_workdir, snakemake
 
 from w8a8_tuner.jobs import slots
 from w8a8_tuner.plan.shapes import model_shapes
@@ -127,3 +129,40 @@ def test_targets_after_options_that_take_several_values(tmp_path):
     points = len(model_shapes("deepseek_v3", 8)) * 18  # the default shapes at TP=8, vLLM's 18 batch sizes
     assert job_count(run.stdout, "tune") == points and job_count(run.stdout, "tp8") == 1
     assert job_count(run.stdout, "all") == 0
+
+
+def checkout_copy(root, **config):
+    """A copy of this checkout's workflow (Snakefile, workflow/, profiles/) whose config/config.yaml holds `config`."""
+    import shutil
+
+    copy = root / "checkout"
+    shutil.copytree(REPO / "workflow", copy / "workflow")
+    shutil.copytree(REPO / "profiles", copy / "profiles")
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    (copy / "config").mkdir()
+    (copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
+def test_workdir_elsewhere_reads_the_checkouts_config(tmp_path):
+    """`snakemake -d elsewhere` ignored the checkout's config/config.yaml and planned the default sweep (here: the
+    GPU sweep of DeepSeek-V3, which stops on a machine without a GPU). Now a folder without a config/config.yaml
+    takes the one beside the Snakefile, and the run says which file it read."""
+    cfg = {**yaml.safe_load(TEST_CONFIG.read_text()), "shapes": [[256, 512]], "batch_sizes": [1, 16]}
+    copy = checkout_copy(tmp_path, **cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run([SNAKEMAKE, "-s", str(copy / "Snakefile"), "-d", str(elsewhere), "-n", "--cores", "2"],
+                         capture_output=True, text=True, env=job_env(elsewhere))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert job_count(run.stdout, "tune") == 2 and job_count(run.stdout, "aggregate") == 1
+    assert (f"config: {copy / 'config' / 'config.yaml'} (beside the Snakefile: {elsewhere} has no "
+            "config/config.yaml)") in run.stderr
+    # A working directory with its own config/config.yaml reads that one, and says so.
+    wd = make_workdir(tmp_path)
+    own = subprocess.run([SNAKEMAKE, "-s", str(copy / "Snakefile"), "-d", str(wd), "-n", "--cores", "2",
+                          "--configfile", str(TEST_CONFIG), "--config", "batch_sizes=[1]"],
+                         capture_output=True, text=True, env=job_env(wd))
+    assert own.returncode == 0, own.stdout[-2000:] + own.stderr[-2000:]
+    assert f"config: config/config.yaml, --configfile {TEST_CONFIG}, --config values" in own.stderr
+    assert job_count(own.stdout, "tune") == 2  # its own config: the CI config's two shapes, at batch size 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEV, SCHEMA, TEST_CONFIG, make_workdir, snakemake, validated
+from conftest import SCHEMA, TEST_CONFIG, make_workdir, snakemake, validated
 from snakemake.exceptions import WorkflowError
 
 from w8a8_tuner.plan.config import schema_error_message
@@ -348,7 +348,7 @@ def test_shapes_target_writes_the_table(tmp_path):
     wd = make_workdir(tmp_path, shapes=[], model_config=str(QWEN3_MOE), tp_sizes=[4, 8])
     run = snakemake(wd, "--cores", "1", "shapes")
     assert run.returncode == 0, run.stderr[-3000:]
-    tsv = wd / "results" / DEV / "shapes.tsv"
+    tsv = wd / "results" / "shapes.tsv"
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
         ("4", str((8 + 2) * 128), "2048", "self_attn.qkv_proj"), ("4", "2048", "1024", "self_attn.o_proj"),
@@ -357,7 +357,47 @@ def test_shapes_target_writes_the_table(tmp_path):
         ("8", "-", "-", "mlp.experts")]
     assert "self_attn.qkv_proj" in run.stdout and "run in the fused-MoE kernel" in run.stderr
     assert not list((wd / "results").rglob("*.json")) and not list((wd / "results").rglob("M*.tsv"))  # tunes nothing
+    assert {p.relative_to(wd / "results") for p in (wd / "results").rglob("*")} == {Path("shapes.tsv")}
     # Another config makes the table again (the profile's mtime trigger alone would keep the old one).
     again = snakemake(wd, "--cores", "1", "--config", "tp_sizes=[8]", "--", "shapes")
     assert again.returncode == 0, again.stderr[-3000:]
     assert [line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]] == ["8", "8", "8"]
+
+
+def table_of(path, tp):
+    """shapes.tsv's (N, K) rows of one TP size, as model_config computes them in-process."""
+    return [(str(n), str(k)) for n, k in model_config(path, tp).shapes_by_tp[tp]]
+
+
+@pytest.mark.e2e
+def test_shapes_follow_every_config_change_and_need_no_device(tmp_path):
+    """Three model_config files in one folder: the third run said "Nothing to be done" and kept the second model's
+    table (its marker input always had the same text, whose checksum Snakemake had recorded). And with
+    backend cuda, device_name auto and no GPU, `snakemake shapes` stopped asking for a device_name."""
+    wd = make_workdir(tmp_path, shapes=[], backend="cuda", device_name="auto")
+    tsv = wd / "results" / "shapes.tsv"
+    for path in (QWEN3_MOE, QWEN3_DENSE, LLAMA, LLAMA):  # the last run: the table is current, and printed again
+        run = snakemake(wd, "--cores", "1", "--config", f"model_config={path}", "tp_sizes=[8]", "--", "shapes")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "Nothing to be done" not in run.stdout + run.stderr
+        rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:] if line.split("\t")[1] != "-"]
+        assert [(r[1], r[2]) for r in rows] == table_of(path, 8) and {r[5] for r in rows} == {str(path)}
+        printed = [line.split()[1:3] for line in run.stdout.splitlines() if line.startswith("   8 ")]
+        assert [tuple(p) for p in printed] == table_of(path, 8), run.stdout
+    assert {p.relative_to(wd / "results") for p in (wd / "results").rglob("*")} == {Path("shapes.tsv")}
+    assert not list(wd.rglob("shapes.stale"))
+
+
+@pytest.mark.e2e
+def test_shapes_from_an_engine_log_through_snakemake(tmp_path):
+    from test_shapes_from_log import VLLM_LOG
+
+    wd = make_workdir(tmp_path, shapes=[], backend="cuda", device_name="NVIDIA_H200", tp_sizes=[8])
+    run = snakemake(wd, "--cores", "1", "--config", f"shapes_from_log={VLLM_LOG}", "--", "shapes")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split("\t") for line in (wd / "results" / "shapes.tsv").read_text().splitlines()[1:]]
+    assert [(int(r[1]), int(r[2])) for r in rows] == sorted(set(deepseek_by_hand(8)) - {(512, 7168)})
+    bad = snakemake(wd, "-n", "--config", f"shapes_from_log={VLLM_LOG}", "device_name=NVIDIA_H100_80GB_HBM3")
+    assert bad.returncode != 0
+    assert (f"Invalid configuration: device_name: 'NVIDIA_H100_80GB_HBM3', but shapes_from_log {VLLM_LOG} was "
+            "logged on NVIDIA_H200") in bad.stdout + bad.stderr, bad.stdout[-2000:]

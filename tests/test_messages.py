@@ -118,7 +118,9 @@ def test_slurm_profile_with_its_placeholders_fails_fast(tmp_path):
     run = snakemake(wd, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     assert run.returncode != 0
     out = run.stdout + run.stderr
-    assert "slurm_partition=EDIT_ME_gpu_partition is the placeholder of profiles/slurm/config.yaml" in out, out[-2000:]
+    assert ("the profile still holds 3 placeholder(s) of profiles/slurm/config.yaml: default-resources: "
+            "slurm_partition=EDIT_ME_gpu_partition; default-resources: slurm_account=EDIT_ME_account; set-resources: "
+            "compile: slurm_partition=EDIT_ME_cpu_partition") in out, out[-2000:]
     assert nothing_written(wd)
 
 
@@ -166,3 +168,21 @@ def test_workdir_elsewhere_reads_the_checkouts_config(tmp_path):
     assert own.returncode == 0, own.stdout[-2000:] + own.stderr[-2000:]
     assert f"config: config/config.yaml, --configfile {TEST_CONFIG}, --config values" in own.stderr
     assert job_count(own.stdout, "tune") == 2  # its own config: the CI config's two shapes, at batch size 1
+
+
+def test_a_file_system_without_file_locks_stops_before_any_job(tmp_path, monkeypatch):
+    """Where flock fails (NFS without lock support, Lustre without -o flock), the run died in onstart with a bare
+    `OSError: [Errno 37] No locks available`. Here every flock of the snakemake process fails as it would there (a
+    sitecustomize module on its path replaces fcntl.flock)."""
+    shim = tmp_path / "no_flock"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import errno, fcntl\n\n\ndef flock(fd, operation):\n    raise OSError(errno.ENOLCK, 'No locks available')\n"
+        "\n\nfcntl.flock = flock\n")
+    monkeypatch.setenv("PYTHONPATH", str(shim))
+    wd = make_workdir(tmp_path)
+    run = snakemake(wd, "--cores", "2")
+    assert run.returncode != 0
+    assert (".snakemake/ is on a file system without working file locks (flock: No locks available): compile and "
+            "tune jobs share compiled kernels through locks there") in run.stderr, run.stderr[-2000:]
+    assert not (wd / "results").exists() and not (wd / "logs").exists()

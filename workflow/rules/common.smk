@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from w8a8_tuner.jobs.client import RUN_STARTED_ENV
 from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
-from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
+from w8a8_tuner.plan.checks import UnwritableFolder, check_file_locks, check_slurm_profile, check_writable
 from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update, load_strict, schema_error_message, yaml_values
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import ConfigError, detect_device_name, make_plan
@@ -170,7 +170,8 @@ def output_folders():
 if workflow.is_main_process:
     try:
         check_writable(["results"] if SHAPES_ONLY else output_folders(), probe=False)
-        check_slurm_profile(workflow.resource_settings.default_resources)
+        check_slurm_profile(workflow.resource_settings.default_resources,
+                            workflow.resource_settings.overwrite_resources)
     except (UnwritableFolder, ConfigError) as e:
         raise WorkflowError(str(e))
 
@@ -342,7 +343,12 @@ onstart:
         except OSError as e:
             raise WorkflowError(str(e))
         return
-    Path(".snakemake").mkdir(exist_ok=True)
+    # A file system without working locks (the run lock below, the compile locks in the results folder) stops
+    # the run here, saying so, not with a bare OSError or as jobs that never share a compile.
+    try:
+        check_file_locks([".snakemake"])
+    except OSError as e:
+        raise WorkflowError(str(e))
     _run_lock = try_lock(Path(".snakemake/w8a8-tuner.lock"))
     if _run_lock is None:
         raise WorkflowError(
@@ -351,6 +357,7 @@ onstart:
     # An unwritable output or lock folder stops the run here, not after a job has tuned a point.
     try:
         check_writable(output_folders())
+        check_file_locks([TRITON_CACHE])
         if not workflow.non_local_exec:  # jobs here take slot locks or talk to a worker logging there
             check_lock_dir()
     except OSError as e:

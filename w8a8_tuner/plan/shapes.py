@@ -59,7 +59,7 @@ class ShapeTable:
         return by_tp
 
     def tsv(self) -> str:
-        """results/<device>/shapes.tsv: a row per tuned shape and TP size, and one per layer run elsewhere."""
+        """results/shapes.tsv: a row per tuned shape and TP size, and one per layer run elsewhere."""
         lines = ["\t".join(TSV_COLUMNS)]
         for tp in dict.fromkeys(row.tp for row in self.rows):
             lines += [f"{r.tp}\t{r.n}\t{r.k}\t{','.join(r.layers)}\t{','.join(r.splits)}\t{r.source}\t"

@@ -50,7 +50,7 @@ class Plan:
     input_type: str   # operand type: fp8 or int8
     kernel: str       # the Triton function tuned: builtin, or the installed engine's (kernels.engines)
     engine: str       # whose file names the tuned JSONs get: vllm, sglang or both (results.naming)
-    shape_table: ShapeTable | None = None  # the layers each shape serves per TP size (results/<device>/shapes.tsv)
+    shape_table: ShapeTable | None = None  # the layers each shape serves per TP size (results/shapes.tsv)
     space_extra: tuple[dict, ...] = ()     # search_space_extra: configs added per batch-size region
 
     def configs_at(self, M: int) -> tuple[Config, ...]:

@@ -71,6 +71,10 @@ CASES = [
     ("device name with a slash", lambda c: c.update(device_name="a/b"), ["device_name: 'a/b' is not a device name"]),
     ("device name with a comma", lambda c: c.update(device_name="H100,x"), ["device_name: 'H100,x' is not"]),
     ("hidden device name", lambda c: c.update(device_name=".cache"), ["device_name: '.cache' is not a device name"]),
+    ("unknown install choice", lambda c: c.update(install={"existing": "overwrite"}),
+     ["install.existing: 'overwrite' is not one of ['refuse', 'backup', 'merge']"]),
+    ("engine log that is no path", lambda c: c.update(shapes=[], shapes_from_log=7),
+     ["shapes_from_log: 7 is not of type 'string', 'null'"]),
 ]
 
 

@@ -153,13 +153,15 @@ def log_model(log: EngineLog) -> Model:
     return Model(KEY, log.path, linears, block_shape=log.block_shape, block_shape_source="lines with block_shape")
 
 
-def check_log_agrees(log: EngineLog, *, device_name: str, backend: str, input_type: str, engines: tuple[str, ...]):
-    """What the log says about the run against the config: the files tuned here must be the ones it looked for."""
+def check_log_agrees(log: EngineLog, *, device_name: str | None, backend: str, input_type: str,
+                     engines: tuple[str, ...]):
+    """What the log says about the run against the config: the files tuned here must be the ones it looked for
+    (device_name None: no device to compare, as when only the shapes are listed)."""
     if log.input_type != input_type:
         raise ShapeError(f"input_type: {input_type!r}, but {KEY} {log.path} has W8A8 Block {log.input_type.upper()} "
                          f"lines (dtype={DTYPE_TAGS[log.input_type]}); set input_type: {log.input_type}")
     # The interpreter's device is no GPU: any log's device disagrees with it, and it names no engine's file.
-    if backend != "interpret" and log.device != device_name:
+    if backend != "interpret" and device_name is not None and log.device != device_name:
         raise ShapeError(f"device_name: {device_name!r}, but {KEY} {log.path} was logged on {log.device}: its engine "
                          f"would not read files of {device_name}; tune on a {log.device} (or set device_name: "
                          f"{log.device} on a machine without it)")

@@ -33,6 +33,11 @@ CPU_DEMO_HINT = (
 )
 
 
+# The device name of a plan made only to list shapes (`snakemake shapes`), where device_name is auto: shapes do
+# not depend on the device, and such a plan names no file.
+NO_DEVICE = "device_not_needed"
+
+
 class ConfigError(ValueError):
     pass
 
@@ -98,8 +103,8 @@ def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:
     device_name = detect(backend) if name == "auto" else normalize_device_name(name)
     if table.log is not None:
         try:
-            check_log_agrees(table.log, device_name=device_name, backend=backend, input_type=config["input_type"],
-                             engines=engines_of(config["engine"]))
+            check_log_agrees(table.log, device_name=None if device_name == NO_DEVICE else device_name,
+                             backend=backend, input_type=config["input_type"], engines=engines_of(config["engine"]))
         except ShapeError as e:
             raise ConfigError(str(e)) from e
     check_kernel(config["kernel"], config["input_type"])

@@ -10,7 +10,7 @@ from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
 from w8a8_tuner.plan.checks import UnwritableFolder, check_file_locks, check_slurm_profile, check_writable
 from w8a8_tuner.plan.config import ConfigFileProblem, apply_aliases, deep_update, load_strict, schema_error_message, yaml_values
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
-from w8a8_tuner.plan.sweep import ConfigError, detect_device_name, make_plan
+from w8a8_tuner.plan.sweep import NO_DEVICE, ConfigError, detect_device_name, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
 from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading
 from w8a8_tuner.search.compile import specialization_key, target_arch
@@ -85,7 +85,6 @@ def requested_targets():
 # device's folder (workflow/rules/shapes.smk). Then nothing of the sweep is checked, marked or written.
 TARGETS = requested_targets()
 SHAPES_ONLY = bool(TARGETS) and TARGETS <= {"shapes"}
-NO_DEVICE = "device_not_needed"  # the device name `snakemake shapes` plans with where device_name is auto
 
 
 def plan_device(backend):

@@ -15,6 +15,7 @@ include: "workflow/rules/tune.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/shapes.smk"
+include: "workflow/rules/install.smk"
 
 
 rule all:
@@ -24,3 +25,9 @@ rule all:
         outdated_targets(),
         verify_targets() if config["verify"] else [],
     default_target: True
+
+
+# A successful run ends with what it made and what to do next, after Snakemake's own lines.
+onsuccess:
+    print_verify_summary()
+    print_next_steps()

@@ -9,7 +9,7 @@ import yaml
 from conftest import SCHEMA, TEST_CONFIG
 from snakemake.exceptions import WorkflowError
 
-from w8a8_tuner.plan.checks import check_slurm_profile
+from w8a8_tuner.plan.checks import NoFileLocks, check_file_locks, check_slurm_profile
 from w8a8_tuner.plan.config import (
     ConfigFileProblem,
     check_whole_numbers,
@@ -112,6 +112,10 @@ CASES = [
     # The interpreter's timings are CPU wall times: never under a GPU's name, where an engine would load them.
     ("interpreter under a GPU's name", lambda c: c.update(device_name="NVIDIA_H200"),
      ["backend: 'interpret' with device_name: 'NVIDIA_H200'", "leave device_name at auto"]),
+    ("unknown install choice", lambda c: c.update(install={"existing": "overwrite"}),
+     ["install.existing: 'overwrite' is not one of ['refuse', 'backup', 'merge']"]),
+    ("engine log that is no path", lambda c: c.update(shapes=[], shapes_from_log=7),
+     ["shapes_from_log: 7 is not of type 'string', 'null'"]),
 ]
 
 
@@ -231,10 +235,39 @@ def test_command_line_values_are_read_as_yaml():
 
 
 def test_slurm_placeholders_stop_the_run():
-    with pytest.raises(ConfigError, match="slurm_partition=EDIT_ME_gpu_partition is the placeholder"):
+    with pytest.raises(ConfigError, match="the profile still holds 1 placeholder.s. of profiles/slurm/config.yaml: "
+                                          "default-resources: slurm_partition=EDIT_ME_gpu_partition; edit"):
         check_slurm_profile({"slurm_partition": "EDIT_ME_gpu_partition", "runtime": 120})
     check_slurm_profile({"slurm_partition": "gpu", "runtime": 120})
     check_slurm_profile(None)
+
+
+def test_a_file_system_without_locks_is_named(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    check_file_locks([tmp_path / "results"])  # a local disk has them
+    assert list((tmp_path / "results").iterdir()) == []  # the probe is gone
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(NoFileLocks, match=f"{tmp_path / 'results'}/ is on a file system without working file locks "
+                                          r"\(flock: No locks available\): compile and tune jobs share"):
+        check_file_locks([tmp_path / "results"])
+    assert list((tmp_path / "results").iterdir()) == []
+
+
+def test_every_slurm_placeholder_is_named_at_once():
+    """They were reported one per run: the account only after the partition was fixed, and so on."""
+    with pytest.raises(ConfigError) as e:
+        check_slurm_profile({"slurm_partition": "EDIT_ME_gpu_partition", "slurm_account": "EDIT_ME_account"},
+                            {"tune": {"gpu": 1}, "compile": {"slurm_partition": "EDIT_ME_cpu_partition"}})
+    assert ("3 placeholder(s) of profiles/slurm/config.yaml: default-resources: slurm_partition=EDIT_ME_gpu_partition; "
+            "default-resources: slurm_account=EDIT_ME_account; set-resources: compile: "
+            "slurm_partition=EDIT_ME_cpu_partition; edit the lines marked EDIT") in str(e.value)
+    check_slurm_profile({"slurm_partition": "gpu"}, {"compile": {"slurm_partition": "cpu"}})
 
 
 def test_settings_file_round_trip(tmp_path):

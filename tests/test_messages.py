@@ -2,10 +2,11 @@
 key or value, before any job, and nothing written. TESTING.md lists the cases."""
 
 import re
+import subprocess
 
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, job_count, make_workdir, snakemake
+from conftest import REPO, SNAKEMAKE, TEST_CONFIG, job_count, job_env, make_workdir, snakemake
 
 from w8a8_tuner.jobs import slots
 from w8a8_tuner.plan.shapes import model_shapes
@@ -147,7 +148,9 @@ def test_slurm_profile_with_its_placeholders_fails_fast(tmp_path):
     run = snakemake(wd, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     assert run.returncode != 0
     out = run.stdout + run.stderr
-    assert "slurm_partition=EDIT_ME_gpu_partition is the placeholder of profiles/slurm/config.yaml" in out, out[-2000:]
+    assert ("the profile still holds 3 placeholder(s) of profiles/slurm/config.yaml: default-resources: "
+            "slurm_partition=EDIT_ME_gpu_partition; default-resources: slurm_account=EDIT_ME_account; set-resources: "
+            "compile: slurm_partition=EDIT_ME_cpu_partition") in out, out[-2000:]
     assert nothing_written(wd)
 
 
@@ -158,3 +161,74 @@ def test_targets_after_options_that_take_several_values(tmp_path):
     points = len(model_shapes("deepseek_v3", 8)) * 18  # the default shapes at TP=8, vLLM's 18 batch sizes
     assert job_count(run.stdout, "tune") == points and job_count(run.stdout, "tp8") == 1
     assert job_count(run.stdout, "all") == 0
+
+
+def checkout_copy(root, **config):
+    """A copy of this checkout's workflow (Snakefile, workflow/, profiles/) whose config/config.yaml holds `config`."""
+    import shutil
+
+    copy = root / "checkout"
+    shutil.copytree(REPO / "workflow", copy / "workflow")
+    shutil.copytree(REPO / "profiles", copy / "profiles")
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    (copy / "config").mkdir()
+    (copy / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
+def test_workdir_elsewhere_reads_the_checkouts_config(tmp_path):
+    """`snakemake -d elsewhere` ignored the checkout's config/config.yaml and planned the default sweep (here: the
+    GPU sweep of DeepSeek-V3, which stops on a machine without a GPU). Now a folder without a config/config.yaml
+    takes the one beside the Snakefile, and the run says which file it read."""
+    cfg = {**yaml.safe_load(TEST_CONFIG.read_text()), "shapes": [[256, 512]], "batch_sizes": [1, 16]}
+    copy = checkout_copy(tmp_path, **cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run([SNAKEMAKE, "-s", str(copy / "Snakefile"), "-d", str(elsewhere), "-n", "--cores", "2"],
+                         capture_output=True, text=True, env=job_env(elsewhere))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert job_count(run.stdout, "tune") == 2 and job_count(run.stdout, "aggregate") == 1
+    assert (f"config: {copy / 'config' / 'config.yaml'} (beside the Snakefile: {elsewhere} has no "
+            "config/config.yaml)") in run.stderr
+    # A working directory with its own config/config.yaml reads that one, and says so.
+    wd = make_workdir(tmp_path)
+    own = subprocess.run([SNAKEMAKE, "-s", str(copy / "Snakefile"), "-d", str(wd), "-n", "--cores", "2",
+                          "--configfile", str(TEST_CONFIG), "--config", "batch_sizes=[1]"],
+                         capture_output=True, text=True, env=job_env(wd))
+    assert own.returncode == 0, own.stdout[-2000:] + own.stderr[-2000:]
+    assert f"config: config/config.yaml, --configfile {TEST_CONFIG}, --config values" in own.stderr
+    assert job_count(own.stdout, "tune") == 2  # its own config: the CI config's two shapes, at batch size 1
+
+
+def test_a_file_system_without_file_locks_stops_before_any_job(tmp_path, monkeypatch):
+    """Where flock fails (NFS without lock support, Lustre without -o flock), the run died in onstart with a bare
+    `OSError: [Errno 37] No locks available`. Here every flock of the snakemake process fails as it would there (a
+    sitecustomize module on its path replaces fcntl.flock)."""
+    shim = tmp_path / "no_flock"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import errno, fcntl\n\n\ndef flock(fd, operation):\n    raise OSError(errno.ENOLCK, 'No locks available')\n"
+        "\n\nfcntl.flock = flock\n")
+    monkeypatch.setenv("PYTHONPATH", str(shim))
+    wd = make_workdir(tmp_path)
+    run = snakemake(wd, "--cores", "2")
+    assert run.returncode != 0
+    assert (".snakemake/ is on a file system without working file locks (flock: No locks available): compile and "
+            "tune jobs share compiled kernels through locks there") in run.stderr, run.stderr[-2000:]
+    assert not (wd / "results").exists() and not (wd / "logs").exists()
+
+
+def test_yaml_syntax_error_in_a_configfile_is_named_by_the_config_check(tmp_path):
+    """Snakemake reads a --configfile before the workflow runs and names neither the file nor the line (TESTING.md,
+    Not covered here); the check the message points to does, as the workflow does for config/config.yaml."""
+    import sys
+
+    bad = tmp_path / "my.yaml"
+    bad.write_text("batch_sizes: [1, 16]\ntp_sizes: [8\n")
+    run = snakemake(make_workdir(tmp_path), "-n", "--configfile", str(bad))
+    assert run.returncode != 0 and "Config file is not valid JSON or YAML" in run.stdout + run.stderr
+    check = subprocess.run([sys.executable, "-m", "w8a8_tuner.plan.config", str(bad), str(TEST_CONFIG)],
+                           capture_output=True, text=True)
+    assert check.returncode == 1
+    assert f"Invalid configuration: config file {bad}, line 3 column 1: not valid YAML" in check.stderr, check.stderr
+    assert f"{TEST_CONFIG}: readable" in check.stdout

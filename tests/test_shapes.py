@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEV, SCHEMA, TEST_CONFIG, make_workdir, snakemake, validated
+from conftest import SCHEMA, TEST_CONFIG, make_workdir, snakemake, validated
 from snakemake.exceptions import WorkflowError
 
 from w8a8_tuner.plan.config import schema_error_message
@@ -223,6 +223,47 @@ def test_explicit_shapes_with_split_rules():
     assert plan.shapes_by_tp[8] == [(256, 512), (4096 // 8, 7168), (2112, 7168), (7168, 2048 // 8)]
 
 
+# Qwen3-235B-A22B's qkv_proj: hidden 4096, 64 query heads and 4 KV heads of 128: N = (64 + 2 * 4) * 128 = 9216.
+QWEN3_235B_QKV = [9216, 4096, "qkv", 64, 4, 128]
+
+
+def test_qkv_rule_replicates_kv_heads_as_vllm_does():
+    """[N, K, "n"] gave 9216 / 8 = 1152 at tp=8, where vLLM runs 64 / 8 = 8 query heads and max(1, 4 / 8) = 1 KV
+    head (replicated) per rank: (8 + 2 * 1) * 128 = 1280."""
+    plan = planned(shapes=[QWEN3_235B_QKV], tp_sizes=[1, 2, 4, 8, 16])
+    assert plan.shapes_by_tp == {1: [(9216, 4096)], 2: [((32 + 2 * 2) * 128, 4096)], 4: [((16 + 2 * 1) * 128, 4096)],
+                                 8: [((8 + 2 * 1) * 128, 4096)], 16: [((4 + 2 * 1) * 128, 4096)]}
+    assert planned(shapes=[[9216, 4096, "n"]], tp_sizes=[8]).shapes_by_tp[8] == [(1152, 4096)]  # the old answer
+
+
+def test_qkv_rule_is_the_arithmetic_of_a_config_json(tmp_path):
+    """The explicit rule and a config.json of that model give the same qkv_proj shape at every TP size."""
+    path = written(tmp_path, QWEN3_MOE, hidden_size=4096, num_attention_heads=64, num_key_value_heads=4, head_dim=128,
+                   moe_intermediate_size=1536, num_hidden_layers=94)
+    tps = [1, 2, 4, 8, 16, 32, 64]
+    by_config = model_config(path, *tps).shape_table.rows
+    by_rule = planned(shapes=[QWEN3_235B_QKV], tp_sizes=tps).shape_table.rows
+    assert [(r.tp, r.n, r.k) for r in by_rule] == [(r.tp, r.n, r.k) for r in by_config if "qkv_proj" in r.layers[0]]
+
+
+@pytest.mark.parametrize("shape,tp,needle", [
+    ([9216, 4096, "qkv", 64, 4], 8, 'shapes[0]: [9216, 4096, \'qkv\', 64, 4]: a "qkv" rule is [N, K, "qkv", heads, '
+                                    'kv_heads, head_dim], e.g. [9216, 4096, "qkv", 64, 4, 128]'),
+    ([9216, 4096, "qkv", 64, 8, 128], 8, "shapes[0]: N=9216 is not (heads + 2 x kv_heads) x head_dim = (64 + 2 x 8) x "
+                                         "128 = 10240"),
+    ([832 * 128, 4096, "qkv", 64, 384, 128], 8, "shapes[0]: heads=64 is not a multiple of kv_heads=384"),
+    ([9216, 4096, "n", 64, 4, 128], 8,
+     'shapes[0]: [9216, 4096, \'n\', 64, 4, 128]: only a "qkv" rule takes head counts'),
+    (QWEN3_235B_QKV, 3, "tp_sizes: tp=3 does not divide num_attention_heads=64 (shapes[0] of shapes)"),
+    ([18 * 128, 4096, "qkv", 12, 3, 128], 4,
+     "tp_sizes: tp=4 and num_key_value_heads=3 (shapes[0] of shapes): one must"),
+    ([10 * 100, 4096, "qkv", 8, 1, 100], 1, "shapes[0] has an output part of N=800, not a multiple of block_n=128"),
+    ([9216, 4096, "qkv", 0, 4, 128], 8, "shapes[0][3]: 0 is less than the minimum of 1"),
+])
+def test_qkv_rule_errors_name_the_entry(shape, tp, needle):
+    assert needle in message(shapes=[shape], tp_sizes=[tp])
+
+
 def test_shapes_are_not_in_the_fingerprint():
     tuning = validated(**yaml.safe_load(TEST_CONFIG.read_text()))["tuning"]
     a = planned(shapes=[[256, 512]], tp_sizes=[8])
@@ -247,7 +288,12 @@ def test_unknown_architecture(tmp_path):
     path = written(tmp_path, LLAMA, architectures=["GPT2LMHeadModel"])
     assert message(model_config=str(path), shapes=[]) == (
         f"model_config: {path}: architecture GPT2LMHeadModel is not known here; known: DeepseekV3ForCausalLM, "
-        "DeepseekV32ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM, MistralForCausalLM")
+        "DeepseekV32ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, LlamaForCausalLM, MistralForCausalLM; "
+        "for another model, give its shapes with shapes: [[N, K, split], ...] (README: Which shapes), or take them "
+        "from the engine's log of a run with shapes_from_log: path/to/engine.log")
+    no_list = written(tmp_path, LLAMA, architectures=None)
+    assert "shapes: [[N, K, split], ...]" in message(model_config=str(no_list), shapes=[])
+    assert "shapes_from_log: path/to/engine.log" in message(model_config=str(no_list), shapes=[])
 
 
 def test_missing_key(tmp_path):
@@ -275,7 +321,7 @@ def test_missing_file(tmp_path):
 
 
 def test_bad_split_rule():
-    assert message(shapes=[[256, 512, "rows"]]) == "shapes[0][2]: 'rows' is not one of ['n', 'k', 'none']"
+    assert message(shapes=[[256, 512, "rows"]]) == "shapes[0][2]: 'rows' is not one of ['n', 'k', 'none', 'qkv']"
 
 
 def test_split_rule_off_the_block_grid():
@@ -302,7 +348,7 @@ def test_shapes_target_writes_the_table(tmp_path):
     wd = make_workdir(tmp_path, shapes=[], model_config=str(QWEN3_MOE), tp_sizes=[4, 8])
     run = snakemake(wd, "--cores", "1", "shapes")
     assert run.returncode == 0, run.stderr[-3000:]
-    tsv = wd / "results" / DEV / "shapes.tsv"
+    tsv = wd / "results" / "shapes.tsv"
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
         ("4", str((8 + 2) * 128), "2048", "self_attn.qkv_proj"), ("4", "2048", "1024", "self_attn.o_proj"),
@@ -311,7 +357,47 @@ def test_shapes_target_writes_the_table(tmp_path):
         ("8", "-", "-", "mlp.experts")]
     assert "self_attn.qkv_proj" in run.stdout and "run in the fused-MoE kernel" in run.stderr
     assert not list((wd / "results").rglob("*.json")) and not list((wd / "results").rglob("M*.tsv"))  # tunes nothing
+    assert {p.relative_to(wd / "results") for p in (wd / "results").rglob("*")} == {Path("shapes.tsv")}
     # Another config makes the table again (the profile's mtime trigger alone would keep the old one).
     again = snakemake(wd, "--cores", "1", "--config", "tp_sizes=[8]", "--", "shapes")
     assert again.returncode == 0, again.stderr[-3000:]
     assert [line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]] == ["8", "8", "8"]
+
+
+def table_of(path, tp):
+    """shapes.tsv's (N, K) rows of one TP size, as model_config computes them in-process."""
+    return [(str(n), str(k)) for n, k in model_config(path, tp).shapes_by_tp[tp]]
+
+
+@pytest.mark.e2e
+def test_shapes_follow_every_config_change_and_need_no_device(tmp_path):
+    """Three model_config files in one folder: the third run said "Nothing to be done" and kept the second model's
+    table (its marker input always had the same text, whose checksum Snakemake had recorded). And with
+    backend cuda, device_name auto and no GPU, `snakemake shapes` stopped asking for a device_name."""
+    wd = make_workdir(tmp_path, shapes=[], backend="cuda", device_name="auto")
+    tsv = wd / "results" / "shapes.tsv"
+    for path in (QWEN3_MOE, QWEN3_DENSE, LLAMA, LLAMA):  # the last run: the table is current, and printed again
+        run = snakemake(wd, "--cores", "1", "--config", f"model_config={path}", "tp_sizes=[8]", "--", "shapes")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "Nothing to be done" not in run.stdout + run.stderr
+        rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:] if line.split("\t")[1] != "-"]
+        assert [(r[1], r[2]) for r in rows] == table_of(path, 8) and {r[5] for r in rows} == {str(path)}
+        printed = [line.split()[1:3] for line in run.stdout.splitlines() if line.startswith("   8 ")]
+        assert [tuple(p) for p in printed] == table_of(path, 8), run.stdout
+    assert {p.relative_to(wd / "results") for p in (wd / "results").rglob("*")} == {Path("shapes.tsv")}
+    assert not list(wd.rglob("shapes.stale"))
+
+
+@pytest.mark.e2e
+def test_shapes_from_an_engine_log_through_snakemake(tmp_path):
+    from test_shapes_from_log import VLLM_LOG
+
+    wd = make_workdir(tmp_path, shapes=[], backend="cuda", device_name="auto", tp_sizes=[8])  # no device needed
+    run = snakemake(wd, "--cores", "1", "--config", f"shapes_from_log={VLLM_LOG}", "--", "shapes")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split("\t") for line in (wd / "results" / "shapes.tsv").read_text().splitlines()[1:]]
+    assert [(int(r[1]), int(r[2])) for r in rows] == sorted(set(deepseek_by_hand(8)) - {(512, 7168)})
+    bad = snakemake(wd, "-n", "--config", f"shapes_from_log={VLLM_LOG}", "device_name=NVIDIA_H100_80GB_HBM3")
+    assert bad.returncode != 0
+    assert (f"Invalid configuration: device_name: 'NVIDIA_H100_80GB_HBM3', but shapes_from_log {VLLM_LOG} was "
+            "logged on NVIDIA_H200") in bad.stdout + bad.stderr, bad.stdout[-2000:]

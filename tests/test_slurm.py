@@ -109,6 +109,9 @@ def test_profile_default_resources():
         line = next(s for s in text.splitlines() if s.strip().startswith(f"- {key}="))
         assert "EDIT" in line, line
     assert profile["set-resources"]["tune"]["gpu"] == 1
+    # compile jobs need no GPU: a partition of their own, marked for the user to edit
+    line = next(s for s in text.splitlines() if s.strip().startswith("slurm_partition:"))
+    assert "EDIT" in line and profile["set-resources"]["compile"]["slurm_partition"].startswith("EDIT_ME"), line
     assert yaml.safe_load((LOCAL_PROFILE / "config.yaml").read_text())["cores"] == "all"
 
 
@@ -149,8 +152,12 @@ def slurm_args() -> list[str]:
         if key == "slurm_account":
             continue  # no accounting on the test cluster
         resources.append(f"slurm_partition={PARTITION}" if key == "slurm_partition" else entry)
+    # set-resources as the profile has them, every partition this cluster's (given here, they replace the profile's)
+    per_rule = [f"{rule}:{name}={PARTITION if name == 'slurm_partition' else value}"
+                for rule, values in profile["set-resources"].items() for name, value in values.items()]
     return ["--profile", str(SLURM_PROFILE), *CONFIGFILES, "--default-resources", *resources,
-            "--set-threads", "tune=1", "--slurm-no-account", "--slurm-status-command", "squeue",
+            "--set-resources", *per_rule, "--set-threads", "tune=1", "--slurm-no-account",
+            "--slurm-status-command", "squeue",
             "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
             "--latency-wait", "5"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -44,14 +45,48 @@ def check_writable(folders, probe: bool = True) -> None:
                                    "there: make it writable, or run in another folder (snakemake -d)") from e
 
 
-def check_slurm_profile(default_resources) -> None:
-    """A profile whose default resources still hold the shipped placeholder would submit jobs that fail."""
-    if not default_resources:
-        return
-    items = default_resources.items() if hasattr(default_resources, "items") else []
-    for name, value in items:
-        # a Snakemake Resource keeps the text it was given as `raw` (expressions are not evaluated here)
-        text = str(getattr(value, "raw", value))
-        if SLURM_PLACEHOLDER in text:
-            raise ConfigError(f"default-resources: {name}={text} is the placeholder of profiles/slurm/config.yaml; "
-                              f"edit the lines marked EDIT there (your partition and account) before running")
+class NoFileLocks(OSError):
+    pass
+
+
+def check_file_locks(folders) -> None:
+    """Stop before any job where a folder is on a file system whose file locks do not work (some NFS mounts, Lustre
+    without -o flock): compile and tune jobs share compiled kernels through fcntl locks in the results folder, and a
+    run holds one in .snakemake/. Each folder is created and written first (check_writable), then a lock is taken
+    and released on a probe file."""
+    check_writable(folders)
+    for folder in map(Path, folders):
+        probe = folder / f".lock-test.{socket.gethostname()}.{os.getpid()}"
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as e:
+            raise NoFileLocks(e.errno, f"{folder}/ is on a file system without working file locks (flock: "
+                                       f"{e.strerror or e}): compile and tune jobs share compiled kernels through "
+                                       "locks there; put the working directory on a file system with locks (a local "
+                                       "disk, NFS with lock support, Lustre mounted with -o flock), or run in "
+                                       "another folder (snakemake -d)") from e
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+
+
+def _resource_items(resources):
+    items = resources.items() if hasattr(resources, "items") else []
+    # a Snakemake Resource keeps the text it was given as `raw` (expressions are not evaluated here)
+    return [(name, str(getattr(value, "raw", value))) for name, value in items]
+
+
+def check_slurm_profile(default_resources, overwrite_resources=None) -> None:
+    """A profile whose resources still hold the shipped placeholder would submit jobs that fail: every placeholder
+    left, in default-resources and in set-resources, is named at once."""
+    found = [f"default-resources: {name}={text}" for name, text in _resource_items(default_resources or {})
+             if SLURM_PLACEHOLDER in text]
+    for rule, resources in (overwrite_resources or {}).items():
+        found += [f"set-resources: {rule}: {name}={text}" for name, text in _resource_items(resources)
+                  if SLURM_PLACEHOLDER in text]
+    if found:
+        raise ConfigError(f"the profile still holds {len(found)} placeholder(s) of profiles/slurm/config.yaml: "
+                          f"{'; '.join(found)}; edit the lines marked EDIT there (your partitions and account) "
+                          "before running")

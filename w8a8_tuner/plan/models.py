@@ -19,6 +19,7 @@ from pathlib import Path
 SPLIT_N = "n"  # column-parallel: each rank holds N / tp output rows
 SPLIT_K = "k"  # row-parallel: each rank holds K / tp input columns
 NO_SPLIT = "none"  # replicated: every rank holds the whole weight
+SPLIT_QKV = "qkv"  # merged q, k, v: column-parallel with KV heads replicated when tp exceeds them
 SPLITS = (SPLIT_N, SPLIT_K, NO_SPLIT)
 
 
@@ -35,8 +36,10 @@ class Linear:
     parts: tuple[int, ...]
     k: int
     split: str
-    # qkv_proj: its last two parts are this many KV heads, which the ranks replicate when tp exceeds them
+    # qkv_proj: its last two parts are this many KV heads, which the ranks replicate when tp exceeds them;
+    # `heads` query heads, which TP must divide
     kv_heads: int = 0
+    heads: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Model:
     heads: int = 0  # attention heads: TP must divide them
     kv_heads: int = 0  # GQA KV heads: TP divides them, or they divide TP (each rank then holds one)
     block_shape: tuple[int, int] | None = None  # quantization_config.weight_block_size
+    block_shape_source: str = "quantization_config.weight_block_size"  # where block_shape comes from, for messages
     # (layer, why it is not tuned here) for layers that run in another kernel
     elsewhere: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
@@ -141,16 +145,22 @@ def _block_shape(keys: _Keys) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
     return (size[0], size[1]), tuple(notes)
 
 
+def qkv_linear(name: str, hidden: int, heads: int, kv_heads: int, head_dim: int) -> Linear:
+    """q, k and v merged into one column-parallel GEMM (vLLM's QKVParallelLinear): each rank holds heads / tp
+    query heads and max(1, kv_heads / tp) KV heads (replicated when tp exceeds them); plan.shapes splits it.
+    Used for config.json models and for an explicit `[N, K, "qkv", heads, kv_heads, head_dim]` shape."""
+    return Linear(name, (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim), hidden, SPLIT_N,
+                  kv_heads=kv_heads, heads=heads)
+
+
 def _gqa_attention(keys: _Keys) -> tuple[list[Linear], int, int]:
-    """Llama-style attention: q, k and v merged into one column-parallel GEMM whose KV heads the ranks
-    replicate when tp exceeds them (vLLM's QKVParallelLinear), o_proj row-parallel."""
+    """Llama-style attention: qkv_proj (qkv_linear), o_proj row-parallel."""
     hidden, heads = keys.size("hidden_size"), keys.size("num_attention_heads")
     kv_heads = keys.size("num_key_value_heads")
     head_dim = keys.optional_size("head_dim", none="hidden_size // num_attention_heads") or hidden // heads
     if head_dim < 1:
         raise keys.error(f"no head_dim, and hidden_size={hidden} // num_attention_heads={heads} is 0")
-    qkv = Linear("self_attn.qkv_proj", (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim), hidden, SPLIT_N,
-                 kv_heads=kv_heads)
+    qkv = qkv_linear("self_attn.qkv_proj", hidden, heads, kv_heads, head_dim)
     return [qkv, Linear("self_attn.o_proj", (hidden,), heads * head_dim, SPLIT_K)], heads, kv_heads
 
 
@@ -234,16 +244,21 @@ ARCHITECTURES = {
 }
 
 
+# What to do for a model whose architecture is not known here: the two sources that need no architecture.
+OTHER_MODELS = ("for another model, give its shapes with shapes: [[N, K, split], ...] (README: Which shapes), "
+                "or take them from the engine's log of a run with shapes_from_log: path/to/engine.log")
+
+
 def model_from_config(config: dict, source: str, key: str = "model_config") -> Model:
     """The layers of the first architecture in `config` that is known here (vLLM also takes the first it supports)."""
     names = config.get("architectures")
     if not isinstance(names, list) or not names:
         raise ShapeError(f"{key}: {source}: no 'architectures' list naming the model class; known: "
-                         f"{', '.join(ARCHITECTURES)}")
+                         f"{', '.join(ARCHITECTURES)}; {OTHER_MODELS}")
     known = [name for name in names if name in ARCHITECTURES]
     if not known:
         raise ShapeError(f"{key}: {source}: architecture {', '.join(map(str, names))} is not known here; known: "
-                         f"{', '.join(ARCHITECTURES)}")
+                         f"{', '.join(ARCHITECTURES)}; {OTHER_MODELS}")
     keys = _Keys(config, source, known[0])
     block_shape, notes = _block_shape(keys)
     parts = ARCHITECTURES[known[0]](keys)

@@ -1,23 +1,28 @@
 """Weight shapes (N, K) one rank runs per tensor-parallel size, with the layers each serves.
 
-From one of three sources: explicit `shapes` ([N, K], or [N, K, split] to split them per TP size),
-`model_config` (a local Hugging Face config.json, read by plan.models), or the built-in `model`
-(DeepSeek-V3, through the same code from its published config values).
+From one of four sources: explicit `shapes` ([N, K], or [N, K, split] to split them per TP size),
+`model_config` (a local Hugging Face config.json, read by plan.models), `shapes_from_log` (the files an
+engine's log says it did not find, read by plan.logs), or the built-in `model` (DeepSeek-V3, through the
+same code from its published config values).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from w8a8_tuner.plan.logs import KEY as LOG_KEY
+from w8a8_tuner.plan.logs import EngineLog, log_model, read_engine_log
 from w8a8_tuner.plan.models import (
     NO_SPLIT,
     SPLIT_K,
     SPLIT_N,
+    SPLIT_QKV,
     Linear,
     Model,
     ShapeError,
     built_in_model,
     load_model_config,
+    qkv_linear,
 )
 
 __all__ = ["ShapeError", "ShapeRow", "ShapeTable", "model_shapes", "shape_table"]
@@ -45,6 +50,7 @@ class ShapeTable:
     model: Model
     block_shape: tuple[int, int]
     notes: tuple[str, ...]
+    log: EngineLog | None = None  # shapes_from_log: what the engine's log says about its run
 
     def shapes_by_tp(self) -> dict[int, list[tuple[int, int]]]:
         by_tp: dict[int, list[tuple[int, int]]] = {}
@@ -53,7 +59,7 @@ class ShapeTable:
         return by_tp
 
     def tsv(self) -> str:
-        """results/<device>/shapes.tsv: a row per tuned shape and TP size, and one per layer run elsewhere."""
+        """results/shapes.tsv: a row per tuned shape and TP size, and one per layer run elsewhere."""
         lines = ["\t".join(TSV_COLUMNS)]
         for tp in dict.fromkeys(row.tp for row in self.rows):
             lines += [f"{r.tp}\t{r.n}\t{r.k}\t{','.join(r.layers)}\t{','.join(r.splits)}\t{r.source}\t"
@@ -70,14 +76,13 @@ class ShapeTable:
         return "\n".join(lines + [f"note: {note}" for note in self.notes]) + "\n"
 
 
-def check_heads(model: Model, tp: int) -> None:
+def check_heads(heads: int, kv_heads: int, tp: int, where: str) -> None:
     """vLLM gives each rank num_attention_heads / tp heads, and splits the KV heads over the ranks or, when
     tp exceeds them, gives each rank one (tp must then be a multiple of them)."""
-    if model.heads and model.heads % tp:
-        raise ShapeError(f"tp_sizes: tp={tp} does not divide num_attention_heads={model.heads} ({model.where})")
-    kv = model.kv_heads
-    if kv and (kv % tp if kv >= tp else tp % kv):
-        raise ShapeError(f"tp_sizes: tp={tp} and num_key_value_heads={kv} ({model.where}): one must divide the "
+    if heads and heads % tp:
+        raise ShapeError(f"tp_sizes: tp={tp} does not divide num_attention_heads={heads} ({where})")
+    if kv_heads and (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+        raise ShapeError(f"tp_sizes: tp={tp} and num_key_value_heads={kv_heads} ({where}): one must divide the "
                          "other (vLLM splits the KV heads over the ranks, or each rank holds one)")
 
 
@@ -121,33 +126,65 @@ def rank_shape(linear: Linear, tp: int, block_shape: tuple[int, int], where: str
 
 def rank_rows(model: Model, tp: int, block_shape: tuple[int, int]) -> list[ShapeRow]:
     """The distinct (N, K) one rank runs at `tp`, sorted, each with the layers that run it."""
-    check_heads(model, tp)
+    check_heads(model.heads, model.kv_heads, tp, model.where)
     layers: dict[tuple[int, int], list[Linear]] = {}
     for linear in model.linears:
+        if linear.heads and not model.heads:  # an explicit qkv shape carries its own head counts
+            check_heads(linear.heads, linear.kv_heads, tp, f"{linear.name} of {model.where}")
         layers.setdefault(rank_shape(linear, tp, block_shape, model.where), []).append(linear)
     return [ShapeRow(tp, n, k, tuple(lin.name for lin in served), tuple(dict.fromkeys(lin.split for lin in served)),
                      model.source)
             for (n, k), served in sorted(layers.items())]
 
 
+QKV_EXAMPLE = '[9216, 4096, "qkv", 64, 4, 128] (Qwen3-235B-A22B: 64 query heads, 4 KV heads of 128)'
+
+
+def explicit_linear(i: int, shape: list) -> Linear:
+    """One `shapes` entry as a layer: [N, K] is tuned as given at every TP size; [N, K, "n" | "k" | "none"] is
+    split like a column-parallel, row-parallel or replicated layer; [N, K, "qkv", heads, kv_heads, head_dim]
+    like a merged q/k/v layer, whose KV heads vLLM replicates when tp exceeds them (so "n" would be wrong)."""
+    name, n, k = f"shapes[{i}]", int(shape[0]), int(shape[1])
+    split = shape[2] if len(shape) > 2 else NO_SPLIT
+    if split != SPLIT_QKV:
+        if len(shape) > 3:
+            raise ShapeError(f"{name}: {shape}: only a \"qkv\" rule takes head counts; [N, K, split] has 3 items")
+        return Linear(name, (n,), k, split)
+    if len(shape) != 6:
+        raise ShapeError(f"{name}: {shape}: a \"qkv\" rule is [N, K, \"qkv\", heads, kv_heads, head_dim], "
+                         f"e.g. {QKV_EXAMPLE}")
+    heads, kv_heads, head_dim = (int(v) for v in shape[3:])
+    if (heads + 2 * kv_heads) * head_dim != n:
+        raise ShapeError(f"{name}: N={n} is not (heads + 2 x kv_heads) x head_dim = ({heads} + 2 x {kv_heads}) x "
+                         f"{head_dim} = {(heads + 2 * kv_heads) * head_dim}")
+    if heads % kv_heads:
+        raise ShapeError(f"{name}: heads={heads} is not a multiple of kv_heads={kv_heads} (each KV head serves "
+                         "a group of query heads)")
+    return qkv_linear(name, k, heads, kv_heads, head_dim)
+
+
 def explicit_model(shapes: list) -> Model:
-    """`shapes` as layers: [N, K] is tuned as given at every TP size; [N, K, "n" | "k" | "none"] is split
-    like a column-parallel, row-parallel or replicated layer."""
-    linears = [Linear(f"shapes[{i}]", (int(shape[0]),), int(shape[1]), shape[2] if len(shape) > 2 else NO_SPLIT)
-               for i, shape in enumerate(shapes)]
-    return Model("shapes", "shapes", tuple(linears))
+    """`shapes` as layers (explicit_linear)."""
+    return Model("shapes", "shapes", tuple(explicit_linear(i, shape) for i, shape in enumerate(shapes)))
 
 
-def source_model(config: dict) -> Model:
-    """The one source of shapes the config names: explicit shapes, a model_config file, or the built-in model."""
-    shapes, path = config.get("shapes"), config.get("model_config")
-    if shapes and path:
-        raise ShapeError(f"shapes and model_config: {path!r} are both set; give one (shapes: these weight shapes; "
-                         "model_config: the shapes of that model)")
-    if shapes:
-        return explicit_model(shapes)
-    if path:
-        return load_model_config(path)
+SOURCES = ("shapes", "model_config", LOG_KEY)
+
+
+def source_model(config: dict, log: EngineLog | None = None) -> Model:
+    """The one source of shapes the config names: explicit shapes, a model_config file, an engine's log (`log`,
+    read already), or the built-in model."""
+    given = [key for key in SOURCES if config.get(key)]
+    if len(given) > 1:
+        raise ShapeError(f"{' and '.join(given)}: {config[given[-1]]!r} are both set; give one (shapes: these weight "
+                         f"shapes; model_config: the shapes of that model; {LOG_KEY}: the shapes an engine's log "
+                         "names)")
+    if config.get("shapes"):
+        return explicit_model(config["shapes"])
+    if config.get("model_config"):
+        return load_model_config(config["model_config"])
+    if log is not None:
+        return log_model(log)
     return built_in_model(config["model"])
 
 
@@ -159,8 +196,8 @@ def resolve_block_shape(config: dict, model: Model, given=None) -> tuple[int, in
     if model.block_shape is None or model.block_shape == configured:
         return configured
     if given is None or "block_shape" in given:
-        raise ShapeError(f"block_shape: {list(configured)}, but {model.where} has quantization_config."
-                         f"weight_block_size {list(model.block_shape)}; leave block_shape out, or set it to that")
+        raise ShapeError(f"block_shape: {list(configured)}, but {model.where} has {model.block_shape_source} "
+                         f"{list(model.block_shape)}; leave block_shape out, or set it to that")
     return model.block_shape
 
 
@@ -170,16 +207,17 @@ def _notes(model: Model, block_shape: tuple[int, int], configured: list) -> tupl
         notes.append(f"{model.source} has no quantization_config.weight_block_size (not a block-FP8 checkpoint?); "
                      f"block_shape {list(block_shape)} is used")
     elif model.block_shape is not None and list(model.block_shape) != list(configured):
-        notes.append(f"block_shape {list(block_shape)}: {model.source}'s quantization_config.weight_block_size")
+        notes.append(f"block_shape {list(block_shape)}: {model.source}'s {model.block_shape_source}")
     return tuple(notes)
 
 
 def shape_table(config: dict, given=None) -> ShapeTable:
     """Every configured TP size's shapes from a schema-valid config; `given` as in resolve_block_shape."""
-    model = source_model(config)
+    log = read_engine_log(config[LOG_KEY]) if config.get(LOG_KEY) else None
+    model = source_model(config, log)
     block_shape = resolve_block_shape(config, model, given)
     rows = [row for tp in config["tp_sizes"] for row in rank_rows(model, int(tp), block_shape)]
-    return ShapeTable(tuple(rows), model, block_shape, _notes(model, block_shape, config["block_shape"]))
+    return ShapeTable(tuple(rows), model, block_shape, _notes(model, block_shape, config["block_shape"]), log)
 
 
 def model_shapes(model: str, tp: int, block_shape=(128, 128)) -> list[tuple[int, int]]:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernels import engines
+from w8a8_tuner.plan.logs import check_log_agrees
 from w8a8_tuner.plan.shapes import ShapeError, ShapeTable, shape_table
 from w8a8_tuner.results.naming import (
     INTERPRET_DEVICE,
     ConfigFileError,
     compare_file_for,
     config_file_names,
+    engines_of,
     load_config_file,
     normalize_device_name,
 )
@@ -42,6 +44,11 @@ CPU_DEMO_HINT = (
 )
 
 
+# The device name of a plan made only to list shapes (`snakemake shapes`), where device_name is auto: shapes do
+# not depend on the device, and such a plan names no file.
+NO_DEVICE = "device_not_needed"
+
+
 class ConfigError(ValueError):
     pass
 
@@ -59,7 +66,7 @@ class Plan:
     input_type: str   # operand type: fp8 or int8
     kernel: str       # the Triton function tuned: builtin, or the installed engine's (kernels.engines)
     engine: str       # whose file names the tuned JSONs get: vllm, sglang or both (results.naming)
-    shape_table: ShapeTable | None = None  # the layers each shape serves per TP size (results/<device>/shapes.tsv)
+    shape_table: ShapeTable | None = None  # the layers each shape serves per TP size (results/shapes.tsv)
     space_extra: tuple[dict, ...] = ()     # search_space_extra: configs added per batch-size region (the knob
     # regions only where knobs can run: knobs_reason), BLOCK_SIZE_K made concrete for the block shape
     knobs: bool = False                    # configs with SGLang's Hopper knobs are tuned (knobs_reason)
@@ -105,11 +112,17 @@ def make_plan(config: dict, detect=detect_device_name, given=None) -> Plan:
     backend = config["backend"]
     name = config["device_name"]
     device_name = detect(backend) if name == "auto" else normalize_device_name(name)
-    if backend == "interpret" and device_name != INTERPRET_DEVICE:
+    if backend == "interpret" and device_name not in (INTERPRET_DEVICE, NO_DEVICE):
         # CPU wall times under a GPU's name would be loaded by an engine on that GPU
         raise ConfigError(f"backend: 'interpret' with device_name: {name!r}: the interpreter's timings are CPU wall "
                           f"times, meaningless for a GPU, and an engine would load the files named for it; leave "
                           f"device_name at auto (results go under {INTERPRET_DEVICE}) or tune with backend: cuda")
+    if table.log is not None:
+        try:
+            check_log_agrees(table.log, device_name=None if device_name == NO_DEVICE else device_name,
+                             backend=backend, input_type=config["input_type"], engines=engines_of(config["engine"]))
+        except ShapeError as e:
+            raise ConfigError(str(e)) from e
     check_kernel(config["kernel"], config["input_type"])
     no_knobs = knobs_reason(config["engine"], config["input_type"], config["kernel"], backend, device_name)
     try:

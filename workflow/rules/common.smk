@@ -7,11 +7,11 @@ from snakemake.utils import validate
 
 from w8a8_tuner.jobs.client import RUN_STARTED_ENV
 from w8a8_tuner.jobs.slots import check_lock_dir, try_lock
-from w8a8_tuner.plan.checks import UnwritableFolder, check_slurm_profile, check_writable
+from w8a8_tuner.plan.checks import UnwritableFolder, check_file_locks, check_slurm_profile, check_writable
 from w8a8_tuner.plan.config import (ConfigFileProblem, apply_aliases, check_whole_numbers, deep_update, load_strict,
                                     schema_error_message, yaml_values)
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
-from w8a8_tuner.plan.sweep import ConfigError, make_plan
+from w8a8_tuner.plan.sweep import NO_DEVICE, ConfigError, detect_device_name, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
 from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading, runs_knobs
 from w8a8_tuner.results.outdated import outdated_files, why_outdated
@@ -24,18 +24,41 @@ from w8a8_tuner.search.space import ENGINE_TITLES, default_owner, engine_default
 DEFAULT_CONFIG = "config/config.yaml"
 
 
-def load_config():
-    files = ([DEFAULT_CONFIG] if Path(DEFAULT_CONFIG).exists() else []) + [
-        str(f) for f in workflow.overwrite_configfiles
-    ]
+def default_config():
+    """The working directory's config/config.yaml; where it has none (`snakemake -d elsewhere`), the one beside
+    the Snakefile, so that -d moves the outputs, not the sweep. None where neither exists."""
+    if Path(DEFAULT_CONFIG).exists():
+        return DEFAULT_CONFIG
+    beside = Path(workflow.basedir) / DEFAULT_CONFIG
+    return str(beside) if beside.exists() else None
+
+
+def config_sources():
+    """Every config file read, in order (later ones win), and a label for each: what a user should see."""
+    default = default_config()
+    sources = []
+    if default == DEFAULT_CONFIG:
+        sources.append((DEFAULT_CONFIG, DEFAULT_CONFIG))
+    elif default:
+        sources.append((default, f"{default} (beside the Snakefile: {Path.cwd()} has no {DEFAULT_CONFIG})"))
+    sources += [(str(f), f"--configfile {f}") for f in workflow.overwrite_configfiles]
+    return sources
+
+
+def load_config(sources):
     merged = {}
-    for path in files:
+    for path, _ in sources:
         deep_update(merged, load_strict(path))
     return deep_update(merged, yaml_values(dict(workflow.config_settings.config)))
 
 
+_CONFIG_SOURCES = config_sources()
+if workflow.is_main_process:
+    _read = [label for _, label in _CONFIG_SOURCES] + (["--config values"] if workflow.config_settings.config else [])
+    print(f"config: {', '.join(_read) or 'the defaults of workflow/schemas/config.schema.yaml (no config file)'}",
+          file=sys.stderr)
 try:
-    _loaded = apply_aliases(load_config())
+    _loaded = apply_aliases(load_config(_CONFIG_SOURCES))
 except ConfigFileProblem as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 config.clear()
@@ -44,12 +67,40 @@ try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as e:
     raise WorkflowError(f"Invalid configuration: {schema_error_message(e)}")
+
+
+def requested_targets():
+    """The targets on this command line, read as Snakemake reads them (its parser): in the main process the
+    targets given, in a job's process (`run:` jobs re-read the Snakefile) the rules of its jobs; None where
+    that cannot be read."""
+    try:
+        from snakemake.cli import get_argument_parser
+
+        args = get_argument_parser().parse_known_args(sys.argv[1:])[0]
+    except (Exception, SystemExit):
+        return None
+    if args.target_jobs:
+        return {job.rulename for job in args.target_jobs}
+    return set(args.targets or ())
+
+
+# `snakemake shapes` alone needs no GPU and no device: shapes do not depend on it, and its table is not under a
+# device's folder (workflow/rules/shapes.smk). Then nothing of the sweep is checked, marked or written.
+TARGETS = requested_targets()
+SHAPES_ONLY = bool(TARGETS) and TARGETS <= {"shapes"}
+
+
+def plan_device(backend):
+    return NO_DEVICE if SHAPES_ONLY else detect_device_name(backend)
+
+
 try:
     check_whole_numbers(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 except ConfigFileProblem as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 try:
-    PLAN = make_plan(config, given=set(_loaded))  # a block_shape left out yields to model_config's
+    # a block_shape left out yields to model_config's (or the log's)
+    PLAN = make_plan(config, detect=plan_device, given=set(_loaded))
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
@@ -156,8 +207,9 @@ def output_folders():
 # holding its placeholders stops here too, before anything is submitted.
 if workflow.is_main_process:
     try:
-        check_writable(output_folders(), probe=False)
-        check_slurm_profile(workflow.resource_settings.default_resources)
+        check_writable(["results"] if SHAPES_ONLY else output_folders(), probe=False)
+        check_slurm_profile(workflow.resource_settings.default_resources,
+                            workflow.resource_settings.overwrite_resources)
     except (UnwritableFolder, ConfigError) as e:
         raise WorkflowError(str(e))
 
@@ -171,7 +223,7 @@ def stale_marker_path(N, K):
 
 
 STALE = {}
-if workflow.is_main_process:
+if workflow.is_main_process and not SHAPES_ONLY:
     for _n, _k in PLAN.shapes:
         _why = stale_reason(config_jsons(_n, _k), manifest(_n, _k), SETTINGS["fingerprint"],
                             {int(m): p for m, p in shape_tsvs(_n, _k).items()})
@@ -336,7 +388,18 @@ def verify_inputs(wildcards):
 # fcntl lock dies with the process that holds it. onstart: only real runs, only the main process.
 onstart:
     global _run_lock
-    Path(".snakemake").mkdir(exist_ok=True)
+    if SHAPES_ONLY:  # writes one file, atomically: it may run beside a sweep, and needs none of its folders
+        try:
+            check_writable(["results"])
+        except OSError as e:
+            raise WorkflowError(str(e))
+        return
+    # A file system without working locks (the run lock below, the compile locks in the results folder) stops
+    # the run here, saying so, not with a bare OSError or as jobs that never share a compile.
+    try:
+        check_file_locks([".snakemake"])
+    except OSError as e:
+        raise WorkflowError(str(e))
     _run_lock = try_lock(Path(".snakemake/w8a8-tuner.lock"))
     if _run_lock is None:
         raise WorkflowError(
@@ -345,6 +408,7 @@ onstart:
     # An unwritable output or lock folder stops the run here, not after a job has tuned a point.
     try:
         check_writable(output_folders())
+        check_file_locks([TRITON_CACHE])
         if not workflow.non_local_exec:  # jobs here take slot locks or talk to a worker logging there
             check_lock_dir()
     except OSError as e:
@@ -355,13 +419,12 @@ onstart:
 
 # Tune jobs hand their points to a persistent worker per GPU: start those when the run starts, so that
 # torch, CUDA and the compile pool are ready when the first job arrives (a worker exits when idle).
-NOT_TUNING_TARGETS = {"shapes", "compile_all", "install"}
+NOT_TUNING_TARGETS = {"shapes", "compile_all"}
 
 
 def prestart_workers():
-    targets = set(workflow.dag_settings.targets or ())
     if (PLAN.backend != "cuda" or not config["tuning"]["persistent_worker"] or workflow.non_local_exec
-            or (targets and targets <= NOT_TUNING_TARGETS)
+            or (TARGETS and TARGETS <= NOT_TUNING_TARGETS)
             or all(Path(tune_tsv(n, k, m)).exists() for n, k, m in PLAN.points())):
         return
     from w8a8_tuner.jobs import worker

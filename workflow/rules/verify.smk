@@ -111,9 +111,9 @@ rule verify_all:
     localrule: True
 
 
-onsuccess:
-    # Print the verify summary when this run (re)wrote it.
-    _summary = Path(f"{VERIFY}/summary.txt")
-    if _summary.is_file() and _summary.stat().st_mtime >= _VERIFY_STARTED:
-        print(_summary.read_text(), end="")
+def print_verify_summary():
+    """At the end of a successful run (the Snakefile's onsuccess): the verify summary, when this run (re)wrote it."""
+    summary = Path(f"{VERIFY}/summary.txt")
+    if summary.is_file() and summary.stat().st_mtime >= _VERIFY_STARTED:
+        print(summary.read_text(), end="")
         print(f"details: {VERIFY}/verify.tsv; report: snakemake --report report.html verify_all (same config)")

@@ -1,8 +1,24 @@
 """Stand-in for vLLM's int8_utils.py (tests only): `_w8a8_block_int8_matmul` with vLLM's argument
-list, here the builtin kernel behind a launch record (fake_engine_launches)."""
+list, here the builtin kernel behind a launch record (fake_engine_launches), and its config loader
+(the configs/ folder beside it ships a file, as vLLM does)."""
+
+import json
+import os
 
 from fake_engine_launches import RecordedKernel
 
 from kernels.block_fp8 import block_fp8_matmul_kernel
 
 _w8a8_block_int8_matmul = RecordedKernel(block_fp8_matmul_kernel, "vllm._w8a8_block_int8_matmul")
+
+
+def get_w8a8_block_int8_configs(N, K, block_n, block_k, device_name):
+    """As vLLM int8_utils.py finds a file: the configs folder beside this module,
+    the engine's name for it (the engine takes device_name from torch; here it is an argument), batch sizes as
+    ints; None: its default."""
+    json_file_name = f"N={N},K={K},device_name={device_name},dtype=int8_w8a8,block_shape=[{block_n}, {block_k}].json"
+    config_file_path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "configs", json_file_name)
+    if os.path.exists(config_file_path):
+        with open(config_file_path) as f:
+            return {int(key): val for key, val in json.load(f).items()}
+    return None

@@ -42,6 +42,32 @@ OUT_DTYPES = {
 
 
 @triton.jit
+def _tile_of(pid, M, N, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+    """(tile_m, tile_n) of program `pid` in the engines' grouped ("super-tile") program order: GROUP_SIZE_M
+    row tiles share each column sweep, so that B tiles are reused from L2. Inlined (as every jit call)."""
+    tiles_m = tl.cdiv(M, BLOCK_SIZE_M)
+    tiles_n = tl.cdiv(N, BLOCK_SIZE_N)
+    programs_per_group = GROUP_SIZE_M * tiles_n
+    group = pid // programs_per_group
+    group_first_m = group * GROUP_SIZE_M
+    group_rows = min(tiles_m - group_first_m, GROUP_SIZE_M)
+    tile_m = group_first_m + (pid % group_rows)
+    tile_n = (pid % programs_per_group) // group_rows
+    return tile_m, tile_n
+
+
+@triton.jit
+def _store_tile(C, acc, tile_m, tile_n, M, N, stride_cm, stride_cn, BLOCK_SIZE_M: tl.constexpr,
+                BLOCK_SIZE_N: tl.constexpr):
+    """The fp32 tile `acc` into C in C's dtype, the rows and columns past the edges masked out."""
+    c = acc.to(C.dtype.element_ty)
+    out_rows = tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
+    out_cols = tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_tile = C + out_rows[:, None] * stride_cm + out_cols[None, :] * stride_cn
+    tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
+
+
+@triton.jit
 def block_fp8_matmul_kernel(
     A, B, C, As, Bs,
     M, N, K,
@@ -53,20 +79,9 @@ def block_fp8_matmul_kernel(
     BLOCK_SIZE_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr,
 ):
-    # Grouped ("super-tile") program order: GROUP_SIZE_M row-tiles share each
-    # column sweep so that B tiles are reused from L2.
-    pid = tl.program_id(axis=0)
-    tiles_m = tl.cdiv(M, BLOCK_SIZE_M)
-    tiles_n = tl.cdiv(N, BLOCK_SIZE_N)
-    programs_per_group = GROUP_SIZE_M * tiles_n
-    group = pid // programs_per_group
-    group_first_m = group * GROUP_SIZE_M
-    group_rows = min(tiles_m - group_first_m, GROUP_SIZE_M)
-    tile_m = group_first_m + (pid % group_rows)
-    tile_n = (pid % programs_per_group) // group_rows
-
+    tile_m, tile_n = _tile_of(tl.program_id(axis=0), M, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
     # Rows and columns past the edge wrap around (modulo) instead of being
-    # masked: loads stay in bounds and the store below masks them out.
+    # masked: loads stay in bounds and the store masks them out.
     rows = (tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)) % M
     cols = (tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N
     ks = tl.arange(0, BLOCK_SIZE_K)
@@ -88,12 +103,7 @@ def block_fp8_matmul_kernel(
         acc += tl.dot(a, b).to(tl.float32) * a_s[:, None] * b_s[None, :]
         a_tile += BLOCK_SIZE_K * stride_ak
         b_tile += BLOCK_SIZE_K * stride_bk
-
-    c = acc.to(C.dtype.element_ty)
-    out_rows = tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
-    out_cols = tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_tile = C + out_rows[:, None] * stride_cm + out_cols[None, :] * stride_cn
-    tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
+    _store_tile(C, acc, tile_m, tile_n, M, N, stride_cm, stride_cn, BLOCK_SIZE_M, BLOCK_SIZE_N)
 
 
 @triton.jit
@@ -121,15 +131,7 @@ def block_fp8_matmul_hopper_kernel(
     end_step = tl.minimum(first_step + steps_per_part, k_steps)
     C += part * M * N
 
-    tiles_m = tl.cdiv(M, BLOCK_SIZE_M)
-    tiles_n = tl.cdiv(N, BLOCK_SIZE_N)
-    programs_per_group = GROUP_SIZE_M * tiles_n
-    group = pid // programs_per_group
-    group_first_m = group * GROUP_SIZE_M
-    group_rows = min(tiles_m - group_first_m, GROUP_SIZE_M)
-    tile_m = group_first_m + (pid % group_rows)
-    tile_n = (pid % programs_per_group) // group_rows
-
+    tile_m, tile_n = _tile_of(pid, M, N, BLOCK_SIZE_M, BLOCK_SIZE_N, GROUP_SIZE_M)
     rows = (tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)) % M
     cols = (tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N
     ks = tl.arange(0, BLOCK_SIZE_K)
@@ -162,12 +164,7 @@ def block_fp8_matmul_hopper_kernel(
         b_tile += BLOCK_SIZE_K * stride_bk
     if SWAP_AB:
         acc = tl.trans(acc)
-
-    c = acc.to(C.dtype.element_ty)
-    out_rows = tile_m * BLOCK_SIZE_M + tl.arange(0, BLOCK_SIZE_M)
-    out_cols = tile_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_tile = C + out_rows[:, None] * stride_cm + out_cols[None, :] * stride_cn
-    tl.store(c_tile, c, mask=(out_rows[:, None] < M) & (out_cols[None, :] < N))
+    _store_tile(C, acc, tile_m, tile_n, M, N, stride_cm, stride_cn, BLOCK_SIZE_M, BLOCK_SIZE_N)
 
 
 @triton.jit

@@ -312,3 +312,36 @@ def test_a_knob_winner_goes_to_sglangs_file_only(tmp_path):
 
     with pytest.raises(ResultFileError, match="header says best_plain"):
         read_tsv(tsv)
+
+
+def _sglang_layout(root: Path, module: str, functions: list[str]) -> None:
+    """A stand-in SGLang package with one module defining `functions` (source text only: find reads it)."""
+    parts = module.split(".")
+    for i in range(1, len(parts)):
+        folder = root.joinpath(*parts[:i])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").touch()
+    root.joinpath(*parts[:-1], parts[-1] + ".py").write_text(
+        "".join(f"def {f}(*args, **kwargs):\n    pass\n\n\n" for f in functions))
+
+
+@pytest.mark.parametrize("layout,hopper", [("sglang.kernels.ops.quantization.fp8_kernel", True),
+                                           ("sglang.srt.layers.quantization.fp8_kernel", True),
+                                           ("sglang.srt.layers.quantization.fp8_kernel", False)])
+def test_sglangs_kernels_are_found_in_either_layout_with_or_without_the_hopper_kernel(tmp_path, monkeypatch, layout,
+                                                                                      hopper):
+    """kernel: sglang finds SGLang's function in its current module layout (kernels/ops/quantization) and the
+    older one (srt/layers/quantization), and its Hopper kernel and reduction where that version has them:
+    without them the knob regions are left out, and the plan says why."""
+    functions = ["_w8a8_block_fp8_matmul"] + (
+        ["_w8a8_block_fp8_matmul_hopper", "_reduce_block_fp8_split_k"] if hopper else [])
+    _sglang_layout(tmp_path, layout, functions)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert engines.find("sglang", "fp8") == f"{layout}:_w8a8_block_fp8_matmul"
+    assert engines.has_knob_kernels("sglang", "fp8") is hopper
+    from w8a8_tuner.plan.sweep import knobs_reason
+
+    why = knobs_reason("sglang", "fp8", "sglang", "cuda", "NVIDIA_H200")
+    assert why == ("" if hopper else "kernel: sglang has no Hopper kernel installed")
+    plan = make_plan(validated(device_name="NVIDIA_H200", engine="sglang", kernel="sglang"))
+    assert plan.knobs is hopper and any(c.knobs for c in plan.configs_at(1)) is hopper

@@ -28,6 +28,7 @@ from conftest import (
 
 from w8a8_tuner.hooks import CORRUPT_ENV
 from w8a8_tuner.results.naming import config_file_name, load_config_file
+from w8a8_tuner.results.tsv import COLUMNS
 
 pytestmark = pytest.mark.e2e
 
@@ -215,7 +216,7 @@ def test_impossible_time_in_a_tsv_never_reaches_the_json(tmp_path, value, needle
     header = next(i for i, line in enumerate(lines) if line.startswith("BLOCK_SIZE_M"))
     loser = header + 2  # the second row: a finalist that did not win
     cells = lines[loser].rstrip("\n").split("\t")
-    cells[7] = value  # time_us
+    cells[COLUMNS.index("time_us")] = value
     lines[loser] = "\t".join(cells) + "\n"
     path.write_text("".join(lines))
     bad = run(wd)
@@ -232,7 +233,7 @@ def test_ok_row_with_a_wrong_result_never_wins(tmp_path):
     lines = path.read_text().splitlines(keepends=True)
     header = next(i for i, line in enumerate(lines) if line.startswith("BLOCK_SIZE_M"))
     cells = lines[header + 1].rstrip("\n").split("\t")
-    cells[9] = "0.9"  # rel_error of the winner's row
+    cells[COLUMNS.index("rel_error")] = "0.9"  # of the winner's row
     lines[header + 1] = "\t".join(cells) + "\n"
     path.write_text("".join(lines))
     bad = run(wd)

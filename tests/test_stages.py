@@ -316,3 +316,46 @@ def test_configs_the_check_did_not_time_are_timed_before_the_estimate():
     first_two = [set(batch) for _, batch, _ in s.calls[:2]]
     assert first_two == [set(true_us) - set(untimed), set(untimed)]
     assert rep.best == min(true_us, key=true_us.get)
+
+
+# --- two families: configs without and with SGLang's Hopper knobs ---------------------------------------
+
+def knob_space(n: int, seed: int, knob_speedup: float) -> dict:
+    """n plain configs and n with a knob; the knob ones `knob_speedup` x faster on average."""
+    rng = random.Random(seed)
+    plain = {Config(16 * (1 + i % 8), 32, 128, 1 + i // 8, 4, 2): rng.uniform(10.0, 40.0) for i in range(n)}
+    knobs = {Config(16, 32 * (1 + i % 4), 64, 1, 4, 2 + i // 4 % 5, SWAP_AB=bool(i % 2), SPLIT_K=2 ** (1 + i % 4)):
+             rng.uniform(10.0, 40.0) / knob_speedup for i in range(n)}
+    return {**plain, **knobs}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_each_family_keeps_its_winner_through_the_stages(seed):
+    """Knob configs 3x faster: the screen and re-measure cutoffs, taken over all configs, would drop every
+    plain one; within each family both winners are re-measured, so vLLM's file gets the plain winner."""
+    true_us = knob_space(60, seed, knob_speedup=3.0)
+    s = Scripted(true_us, MEASURED, seed=seed)
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {}, log=lambda m: None)
+    plain = [c for c in true_us if not c.knobs]
+    assert rep.best.knobs and rep.best_plain is not None and not rep.best_plain.knobs
+    assert true_us[rep.best] <= min(true_us.values()) * 1.006
+    assert true_us[rep.best_plain] <= min(true_us[c] for c in plain) * 1.006
+    stages = {r.config: r.stage for r in rep.results}
+    assert stages[rep.best_plain] == stages[rep.best] == "remeasure"
+
+
+def test_a_space_without_knobs_names_no_plain_winner():
+    true_us = space(40, 1)
+    s = Scripted(true_us, EXACT)
+    rep = tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {}, log=lambda m: None)
+    assert rep.best_plain is None and rep.best == min(true_us, key=true_us.get)
+
+
+def test_knob_configs_right_but_none_without_fails_naming_the_point():
+    """vLLM's file needs a config without a knob at every point: a point where none ran right fails by name."""
+    true_us = knob_space(8, 2, knob_speedup=2.0)
+    s = Scripted(true_us, EXACT)
+    s.check = lambda configs, corrupt=None, bench=None: {
+        c: CheckOutcome(rel_error=0.003 if c.knobs else 0.5, first_us=true_us[c]) for c in configs}
+    with pytest.raises(NoValidConfig, match="no config without a Hopper knob ran correctly for N=1 K=1 M=1"):
+        tune_point(s, list(true_us), DEFAULTS, s, compile_all, prune=lambda cs, M, K: {}, log=lambda m: None)

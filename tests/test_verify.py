@@ -420,3 +420,37 @@ def test_whose_default_is_in_the_verify_fingerprint_and_the_words():
     df = pd.DataFrame([row])
     assert "tuned vs SGLang default: geomean" in summary_text(df, summarize(df), engine="sglang")
     assert "tuned vs vLLM default: geomean" in summary_text(df, summarize(df), engine="both")
+
+
+# ---------------------------------------------------------------------------------------------
+# SGLang's Hopper knobs in verify
+
+
+@pytest.mark.parametrize("arch", [90, 89])
+def test_a_compare_entry_with_knobs_runs_the_kernel_its_keys_select(arch, monkeypatch):
+    """A compare_dir entry with SWAP_AB/SPLIT_K is checked and timed with SGLang's Hopper kernel on sm90 (its
+    output right through the partials and the reduction); on another GPU SGLang would not run it, and the
+    row says so instead of timing something else. The plain contender is the point's best without a knob."""
+    from w8a8_tuner.search.bench import WallBench
+
+    class Arch(CpuStandInBackend):
+        def arch(self, device_name):
+            return arch
+
+    monkeypatch.setattr(torch, "_scaled_mm", fake_scaled_mm(padded_check=True), raising=False)
+    settings = VerifySettings(**{**validated()["verify_settings"], "budget_us": 1.0, "rounds": 1, "cublas": False,
+                                 "roofline": False})
+    knob = Config(16, 64, 64, 1, 4, 2, SWAP_AB=True, SPLIT_K=4)
+    plain = Config(16, 128, 128, 1, 4, 2)
+    shape = ShapeInputs(N=256, K=512, tuned={1: plain}, compare={1: knob}, compare_file="c.json",
+                        plain={1: Config(16, 64, 128, 1, 4, 2)},
+                        extra={"device_name": "x", "backend": "cuda"}, input_type="fp8", kernel="builtin")
+    row = verify_point(shape, 1, settings, Arch("cuda"), WallBench(), None, log=lambda s: None)
+    assert row["compare_config"] == knob.label() == "M16_N64_K64_G1_w4_s2_ab_sk4"
+    if arch == 90:
+        assert row["compare_status"] == "ok" and row["compare_rel_error"] < 8e-3 and row["compare_us"] > 0
+    else:
+        assert row["compare_status"] == "unsupported" and "sm90 only (this GPU: sm89)" in row["compare_note"]
+        assert math.isnan(row["speedup_vs_compare"])
+    assert row["plain_status"] == "ok" and row["plain_config"] == "M16_N64_K128_G1_w4_s2"
+    assert row["speedup_vs_plain"] == pytest.approx(row["plain_us"] / row["tuned_us"])

@@ -5,8 +5,9 @@ The tuner matches config labels (e.g. M16_N64_K128_G1_w4_s2), verify matches con
 names (tuned, default, compare, cublas, spot). Tests use it to show through the real
 workflow that wrong numbers are caught and never win.
 
-W8A8_STANDIN_COSTS: a costs file; compiles and GPU work then sleep their measured time (w8a8_tuner.standin),
-so that benchmarks/projection.py can replay a sweep through the real Snakemake on fake GPUs.
+W8A8_STANDIN_COSTS: a costs file; w8a8_tuner.search.backend.prepare then gives the stand-in backend, whose
+compiles and GPU work sleep their measured time (w8a8_tuner.standin), so that benchmarks/projection.py can
+replay a sweep through the real Snakemake on fake GPUs. Nothing else branches on it.
 """
 
 from __future__ import annotations

@@ -164,7 +164,9 @@ def tune_point(workload: Workload, configs: list[Config], settings: SearchSettin
             best = _fastest(family, results)
     best = _fastest(finalists, results)
     plain = [c for c in finalists if not c.knobs]
-    best_plain = _fastest(plain, results) if plain and any(c.knobs for c in configs) else None
+    if not plain:  # the configs with a knob ran, none without: vLLM's file (and the TSV's best_plain) has none
+        raise NoValidConfig(f"no config without a Hopper knob ran correctly for N={N} K={K} M={M}: {_count(results)}")
+    best_plain = _fastest(plain, results) if any(c.knobs for c in configs) else None
     clock.done(f"re-measure {len(finalists)} configs")
     log(f"best {best.label()}: {results[best].time_us:.2f} us"
         + (f"; best without a knob {best_plain.label()}: {results[best_plain].time_us:.2f} us" if best_plain else ""))

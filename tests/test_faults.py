@@ -207,6 +207,9 @@ def kill_snakemake_when(proc, condition, timeout_s=300):
     """kill -9 snakemake alone once `condition()` holds; wait for its orphaned jobs to end."""
     try:
         seen = wait_for(condition, timeout_s)
+        # Stopped first, so that it starts no job between the listing of its jobs and its death (a job
+        # started then would be an orphan not waited for: its TSV would appear after the test counted).
+        os.kill(proc.pid, signal.SIGSTOP)
         orphans = jobs_under(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

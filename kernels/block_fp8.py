@@ -232,53 +232,59 @@ def _declares(fn, name: str) -> bool:
     return name in getattr(fn, "arg_names", ())
 
 
-def run_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping, args: tuple | None = None) -> None:
-    """One call as the engine makes it: `config` (the six launch parameters, plus SWAP_AB/SPLIT_K for SGLang's
-    Hopper kernel) writes C. `args`: launch_args(A, B, C, As, Bs, block_size), when the caller has them.
+@dataclass(frozen=True)
+class _Launch:
+    fn: object    # a Triton function
+    grid: tuple
+    args: tuple
+    kwargs: dict
 
-    A config with a knob runs the Hopper kernel over a (tiles, SPLIT_K) grid; with SPLIT_K > 1 it writes a
-    fresh fp32 (SPLIT_K, M, N) buffer (allocated per call, as SGLang allocates it) that the reduction sums
-    into C. The engines' newer kernels take `needs_masking` (K not a multiple of BLOCK_SIZE_K) and get it."""
+
+def _launches(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping, parts=None) -> list[_Launch]:
+    """The launches one call of `config` makes, as the engine makes them: the plain kernel, or (an entry with a
+    knob) the Hopper kernel over a (tiles, SPLIT_K) grid and, with SPLIT_K > 1, the reduction of its fp32
+    partials `parts` (SPLIT_K, M, N) into C. The engines' newer kernels take `needs_masking` (K not a multiple of
+    BLOCK_SIZE_K) and get it. The one place run_block_fp8, warmup_block_fp8 and bind_block_fp8 take it from."""
     M = A.numel() // A.shape[-1]
     N, K = B.shape
     six = {k: v for k, v in config.items() if k not in KNOBS}
     masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
-    if not has_knobs(config):
-        kernel = kernels.plain
-        extra = masking if _declares(kernel, "needs_masking") else {}
-        kernel[(grid_size(M, N, six),)](*(args or launch_args(A, B, C, As, Bs, block_size)), **six, **extra)
-        return
-    split = int(config.get("SPLIT_K", 1))
-    swap = bool(config.get("SWAP_AB", False))
-    parts = C if split == 1 else torch.empty((split, M, N), dtype=torch.float32, device=C.device)
-    hopper_args = launch_args(A, B, parts, As, Bs, block_size)
-    hopper_args = hopper_args[:14] + (C.stride(-2), C.stride(-1)) + hopper_args[16:]  # the engine passes C's strides
-    kernels.hopper[(grid_size(M, N, six), split)](*hopper_args, **six, **masking, SWAP_AB=swap, SPLIT_K=split)
-    if split > 1:
-        kernels.reduce[(triton.cdiv(M * N, REDUCE_BLOCK),)](parts, C, M * N, split, REDUCE_BLOCK)
-
-
-def warmup_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping, parts=None) -> list:
-    """Compile every Triton function one call of `config` runs, without launching, and return them: the
-    plain kernel, or the Hopper kernel and, with SPLIT_K > 1, the reduction. A, B, C, As, Bs may be
-    placeholders (Triton specializes on dtypes, alignment and int values); `parts` stands for the fp32
-    partials (SPLIT_K, M, N) when SPLIT_K > 1."""
-    M = A.numel() // A.shape[-1]
-    N, K = B.shape
-    six = {k: v for k, v in config.items() if k not in KNOBS}
-    masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
+    tiles = grid_size(M, N, six)
     if not has_knobs(config):
         extra = masking if _declares(kernels.plain, "needs_masking") else {}
-        return [kernels.plain.warmup(*launch_args(A, B, C, As, Bs, block_size), grid=(1,), **six, **extra)]
+        return [_Launch(kernels.plain, (tiles,), launch_args(A, B, C, As, Bs, block_size), {**six, **extra})]
     split = int(config.get("SPLIT_K", 1))
     target = C if split == 1 else parts
     args = launch_args(A, B, target, As, Bs, block_size)
-    args = args[:14] + (C.stride(-2), C.stride(-1)) + args[16:]
-    compiled = [kernels.hopper.warmup(*args, grid=(1, 1), **six, **masking,
-                                      SWAP_AB=bool(config.get("SWAP_AB", False)), SPLIT_K=split)]
+    args = args[:14] + (C.stride(-2), C.stride(-1)) + args[16:]  # the engine passes C's strides
+    knobs = {"SWAP_AB": bool(config.get("SWAP_AB", False)), "SPLIT_K": split}
+    launches = [_Launch(kernels.hopper, (tiles, split), args, {**six, **masking, **knobs})]
     if split > 1:
-        compiled.append(kernels.reduce.warmup(parts, C, M * N, split, REDUCE_BLOCK, grid=(1,)))
-    return compiled
+        launches.append(_Launch(kernels.reduce, (triton.cdiv(M * N, REDUCE_BLOCK),),
+                                (parts, C, M * N, split, REDUCE_BLOCK), {}))
+    return launches
+
+
+def _partials(config: Mapping, C, M: int, N: int):
+    """The fp32 split-K partials of one call (allocated per call, as SGLang allocates them), or None."""
+    split = int(config.get("SPLIT_K", 1))
+    return torch.empty((split, M, N), dtype=torch.float32, device=C.device) if split > 1 else None
+
+
+def run_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping) -> None:
+    """One call as the engine makes it: `config` (the six launch parameters, plus SWAP_AB/SPLIT_K for SGLang's
+    Hopper kernel) writes C (_launches)."""
+    parts = _partials(config, C, A.numel() // A.shape[-1], B.shape[0])
+    for launch in _launches(kernels, A, B, C, As, Bs, block_size, config, parts):
+        launch.fn[launch.grid](*launch.args, **launch.kwargs)
+
+
+def warmup_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mapping, parts=None) -> list:
+    """Compile every Triton function one call of `config` runs, without launching, and return them. A, B, C, As,
+    Bs may be placeholders (Triton specializes on dtypes, alignment and int values); `parts` stands for the fp32
+    partials (SPLIT_K, M, N) when SPLIT_K > 1."""
+    return [launch.fn.warmup(*launch.args, grid=launch.grid, **launch.kwargs)
+            for launch in _launches(kernels, A, B, C, As, Bs, block_size, config, parts)]
 
 
 def _bound_launch(fn, grid: tuple, args: tuple, kwargs: dict):
@@ -322,58 +328,27 @@ def bind_block_fp8(kernels: Kernels, A, B, C, As, Bs, block_size, config: Mappin
     shape, dtype and layout (weight copies, other outputs); a C that is not 16-byte aligned, which the
     binaries here may assume, is launched through run_block_fp8. None where bound launches are not
     available (then use run_block_fp8)."""
-    M = A.numel() // A.shape[-1]
-    N, K = B.shape
-    six = {k: v for k, v in config.items() if k not in KNOBS}
-    masking = {"needs_masking": K % six["BLOCK_SIZE_K"] != 0}
+    M, N = A.numel() // A.shape[-1], B.shape[0]
+    parts = _partials(config, C, M, N)
+    bound = [_bound_launch(launch.fn, launch.grid, launch.args, launch.kwargs)
+             for launch in _launches(kernels, A, B, C, As, Bs, block_size, config, parts)]
+    if any(b is None for b in bound):
+        return None
+    # Where each launch takes the operands a call swaps in (0: B, 1: Bs, 2: C, 3: the partials), by identity.
+    slots = {id(B): 0, id(Bs): 1, id(C): 2, id(parts): 3}
+    swaps = [[(i, slots[id(v)]) for i, v in enumerate(values) if id(v) in slots and v is not None]
+             for _, values in bound]
     aligned = C.data_ptr() % 16 == 0
-
-    def unaligned(B, Bs, C):
-        run_block_fp8(kernels, A, B, C, As, Bs, block_size, config)
-
-    if not has_knobs(config):
-        extra = masking if _declares(kernels.plain, "needs_masking") else {}
-        bound = _bound_launch(kernels.plain, (grid_size(M, N, six),), launch_args(A, B, C, As, Bs, block_size),
-                              {**six, **extra})
-        if bound is None:
-            return None
-        launch, v = bound
-
-        def call(B, Bs, C) -> None:
-            if aligned and C.data_ptr() % 16:
-                return unaligned(B, Bs, C)
-            launch(v[0], B, C, v[3], Bs, *v[5:])
-
-        return call
-    split = int(config.get("SPLIT_K", 1))
-    parts = C if split == 1 else torch.empty((split, M, N), dtype=torch.float32, device=C.device)
-    args = launch_args(A, B, parts, As, Bs, block_size)
-    args = args[:14] + (C.stride(-2), C.stride(-1)) + args[16:]
-    hopper = _bound_launch(kernels.hopper, (grid_size(M, N, six), split), args,
-                           {**six, **masking, "SWAP_AB": bool(config.get("SWAP_AB", False)), "SPLIT_K": split})
-    if hopper is None:
-        return None
-    hopper_launch, hv = hopper
-    if split == 1:
-        def call(B, Bs, C) -> None:
-            if aligned and C.data_ptr() % 16:
-                return unaligned(B, Bs, C)
-            hopper_launch(hv[0], B, C, hv[3], Bs, *hv[5:])
-
-        return call
-    reduce = _bound_launch(kernels.reduce, (triton.cdiv(M * N, REDUCE_BLOCK),), (parts, C, M * N, split, REDUCE_BLOCK),
-                           {})
-    if reduce is None:
-        return None
-    reduce_launch, rv = reduce
-    shape, device = (split, M, N), C.device
 
     def call(B, Bs, C) -> None:
         if aligned and C.data_ptr() % 16:
-            return unaligned(B, Bs, C)
-        fresh = torch.empty(shape, dtype=torch.float32, device=device)  # as the engine allocates it, per call
-        hopper_launch(hv[0], B, fresh, hv[3], Bs, *hv[5:])
-        reduce_launch(fresh, C, *rv[2:])
+            return run_block_fp8(kernels, A, B, C, As, Bs, block_size, config)
+        operands = (B, Bs, C, _partials(config, C, M, N))
+        for (launch, values), swap in zip(bound, swaps):
+            values = list(values)
+            for i, which in swap:
+                values[i] = operands[which]
+            launch(*values)
 
     return call
 

@@ -17,6 +17,7 @@ from kernels.blocks import cdiv
 from kernels.reference import relative_error
 from w8a8_tuner.hooks import CORRUPT_ENV
 from w8a8_tuner.results.naming import INTERPRET_DEVICE, config_file_name, load_config_file
+from w8a8_tuner.results.tsv import read_tsv
 from w8a8_tuner.search.backend import Backend
 from w8a8_tuner.search.space import Config, vllm_default_config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR
@@ -226,14 +227,14 @@ def test_spot_check_takes_runner_ups_then_random_right_configs(tmp_path):
     best = finalists[0].config
     path = tmp_path / "M1.tsv"
     write_tsv(path, {"M": 1}, results, best)
-    picked = contenders.spot_check_configs(path, {best}, runner_ups=4, random_k=5, seed=1)
+    picked = contenders.spot_check_configs(read_tsv(path)[1], {best}, runner_ups=4, random_k=5, seed=1)
     assert picked[:3] == [r.config for r in finalists[1:]]  # the other finalists, fastest first
     screened = sorted((r for r in results if r.stage == "screen"), key=lambda r: r.time_us)
     assert picked[3] == screened[0].config
     assert len(picked) == 9 and len(set(picked)) == 9 and best not in picked
     wrong = {r.config for r in results if r.status != "ok"}
     assert not wrong & set(picked)
-    assert contenders.spot_check_configs(path, {best}, 4, 5, seed=1) == picked  # reproducible
+    assert contenders.spot_check_configs(read_tsv(path)[1], {best}, 4, 5, seed=1) == picked  # reproducible
 
 
 def test_ratios_control_and_regret():

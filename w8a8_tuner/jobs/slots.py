@@ -66,8 +66,6 @@ def visible_gpus() -> list[str]:
 def visible_gpu_names() -> list[str] | None:
     """Names of the GPUs this process may use, in CUDA's order (as torch.cuda.get_device_name gives them), read
     with nvidia-smi; None where nvidia-smi cannot tell (then ask torch)."""
-    if os.environ.get(FAKE_GPUS_ENV):
-        return None
     try:
         rows = subprocess.run(["nvidia-smi", "--query-gpu=uuid,name", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()

@@ -20,18 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w8a8_tuner.plan.models import NO_SPLIT, Linear, Model, ShapeError
-from w8a8_tuner.results.naming import DTYPE_TAGS
+from w8a8_tuner.results.naming import DTYPE_TAGS, ENGINE_LABELS, INPUT_LABELS, parse_config_file_name
 
 KEY = "shapes_from_log"
 
-MISSING = re.compile(r"Using default W8A8 Block (?P<kind>FP8|INT8) kernel config\. Performance might be "
+_KINDS = "|".join(INPUT_LABELS.values())
+MISSING = re.compile(rf"Using default W8A8 Block (?P<kind>{_KINDS}) kernel config\. Performance might be "
                      r"sub-optimal! Config file not found at (?P<path>.+?\.json)")
-FOUND = re.compile(r"Using configuration from (?P<path>.+?\.json) for W8A8 Block (?P<kind>FP8|INT8) kernel")
-# The engines' file name (w8a8_tuner.results.naming): the separator inside block_shape is the engine's spelling.
-FILE_NAME = re.compile(r"N=(?P<n>\d+),K=(?P<k>\d+),device_name=(?P<device>[^,/]+),dtype=(?P<dtype>\w+),"
-                       r"block_shape=\[(?P<block_n>\d+)(?P<sep>, ?)(?P<block_k>\d+)\]\.json$")
-INPUT_TYPES = {tag: input_type for input_type, tag in DTYPE_TAGS.items()}
-ENGINE_LABELS = {"vllm": "vLLM", "sglang": "SGLang"}
+FOUND = re.compile(rf"Using configuration from (?P<path>.+?\.json) for W8A8 Block (?P<kind>{_KINDS}) kernel")
 
 
 @dataclass(frozen=True)
@@ -97,13 +93,13 @@ def _lines(lines: list[int]) -> str:
     return shown + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 
-def _engine(kind: str, sep: str, path: str) -> str | None:
-    """Whose log it is: vLLM spells the FP8 block shape [128,128], SGLang [128, 128]; for INT8 (both [128, 128])
-    the path of the package the file was looked for in."""
-    if kind == "FP8":
-        return "vllm" if sep == "," else "sglang"
+def _engine(engines: tuple[str, ...], path: str) -> str | None:
+    """Whose log it is: the one engine whose spelling the file name has (FP8: vLLM [128,128], SGLang [128, 128]);
+    where both spell it alike (INT8), the path of the package the file was looked for in."""
+    if len(engines) == 1:
+        return engines[0]
     parts = set(re.split(r"[/\\]", path))
-    return "sglang" if "sglang" in parts else "vllm" if "vllm" in parts else None
+    return next((e for e in engines if e in parts), None)
 
 
 def parse_engine_log(text_lines, path: str) -> EngineLog:
@@ -118,13 +114,12 @@ def parse_engine_log(text_lines, path: str) -> EngineLog:
         if not m:
             continue
         name = re.split(r"[/\\]", m["path"])[-1]
-        f = FILE_NAME.match(name)
-        if not f or f["dtype"] not in INPUT_TYPES:
+        f = parse_config_file_name(name)
+        if f is None:
             raise ShapeError(f"{KEY}: {path}, line {number}: {name!r} is not a W8A8 block config file name "
                              "(N=...,K=...,device_name=...,dtype=fp8_w8a8|int8_w8a8,block_shape=[...].json)")
-        logged = LoggedFile(number, int(f["n"]), int(f["k"]), f["device"], INPUT_TYPES[f["dtype"]],
-                            (int(f["block_n"]), int(f["block_k"])), _engine(m["kind"], f["sep"], m["path"]),
-                            m["path"])
+        logged = LoggedFile(number, f.N, f.K, f.device_name, f.input_type, f.block_shape,
+                            _engine(f.engines, m["path"]), m["path"])
         missing.setdefault((logged.n, logged.k), logged)  # every rank logs it: each (N, K) once
     return EngineLog(path, tuple(missing.values()), found)
 

@@ -4,8 +4,8 @@ vLLM and SGLang read a W8A8 block config only from the `configs/` folder beside 
 get_w8a8_block_{fp8,int8}_configs loads it (`os.path.dirname(os.path.realpath(__file__))/configs/<name>`); neither
 has a setting for another folder. That module is found without importing the engine (no torch, no GPU): the
 package's folder from importlib.util.find_spec (in this Python or in the engine's, `install.python`), then the
-layouts below, newest first. Each engine gets the files named as it names them (w8a8_tuner.results.naming), copied
-as they are: the engines' files may differ in content.
+module of its kernel (`loaders`), newest layout first. Each engine gets the files named as it names them
+(w8a8_tuner.results.naming), copied as they are: the engines' files may differ in content.
 
 A file already in the engine's folder that this step did not put there (the engine ships it, or it was copied by
 hand) is never overwritten silently: `install.existing` says what to do (refuse, the default; backup: keep it as
@@ -24,27 +24,22 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernels.engines import places
 from w8a8_tuner.results.files import sha256_of, write_atomic
-from w8a8_tuner.results.naming import config_file_name, engines_of
+from w8a8_tuner.results.naming import DTYPE_TAGS, ENGINE_LABELS, INPUT_LABELS, config_file_name, engines_of
 
 EXISTING = ("refuse", "backup", "merge")
 RECORD_NAME = ".w8a8_tuner_installed.json"
 BACKUP_SUFFIX = ".orig"
-ENGINE_LABELS = {"vllm": "vLLM", "sglang": "SGLang"}
-LOG_KINDS = {"fp8": "FP8", "int8": "INT8"}
-
-# The modules that load the files, relative to the engine's package, newest layout first:
-#   vLLM   model_executor/layers/quantization/utils/fp8_utils.py, int8_utils.py
-#   SGLang kernels/ops/quantization/fp8_kernel.py, int8_kernel.py (newer sources), and before that
-#          srt/layers/quantization/fp8_kernel.py, int8_kernel.py
-LOADERS = {
-    ("vllm", "fp8"): ("model_executor/layers/quantization/utils/fp8_utils.py",),
-    ("vllm", "int8"): ("model_executor/layers/quantization/utils/int8_utils.py",),
-    ("sglang", "fp8"): ("kernels/ops/quantization/fp8_kernel.py", "srt/layers/quantization/fp8_kernel.py"),
-    ("sglang", "int8"): ("kernels/ops/quantization/int8_kernel.py", "srt/layers/quantization/int8_kernel.py"),
-}
 LOADER_FUNCTIONS = {"fp8": "get_w8a8_block_fp8_configs", "int8": "get_w8a8_block_int8_configs"}
-DTYPE_IN_NAME = {"fp8": ",dtype=fp8_w8a8,block_shape=", "int8": ",dtype=int8_w8a8,block_shape="}
+
+
+def loaders(engine: str, input_type: str) -> list[str]:
+    """The modules that load the files, relative to the engine's package, newest layout first: the modules of
+    the engine's kernel (kernels.engines; each engine loads its configs in the module of its kernel)."""
+    modules = dict.fromkeys(place.split(":")[0] for place in places(engine, input_type))
+    return ["/".join(module.split(".")[1:]) + ".py" for module in modules]
+
 
 # Run by `install.python` (the engine's own Python): where its package is, without importing it.
 FIND_SPEC = ("import importlib.util, json, sys; s = importlib.util.find_spec(sys.argv[1]); "
@@ -98,19 +93,19 @@ def config_folders(engine: str, input_type: str, python: str | None = None) -> l
         raise InstallError(f"engine: {engine}: {label} is not installed for {where} (importlib.util.find_spec"
                            f"({engine!r}) found nothing); install it there, or set install.python to the Python "
                            f"that runs {label}")
-    loaders = [root / rel for rel in LOADERS[(engine, input_type)]]
+    modules = [root / rel for rel in loaders(engine, input_type)]
     function = LOADER_FUNCTIONS[input_type]
-    defines = [p for p in loaders if p.is_file() and re.search(rf"^\s*def {function}\b", p.read_text(errors="replace"),
+    defines = [p for p in modules if p.is_file() and re.search(rf"^\s*def {function}\b", p.read_text(errors="replace"),
                                                                  re.M)]
     folders = [p.parent / "configs" for p in defines]
     if not folders:
-        folders = [p.parent / "configs" for p in loaders
-                   if (p.parent / "configs").is_dir() and any(DTYPE_IN_NAME[input_type] in f.name
+        folders = [p.parent / "configs" for p in modules
+                   if (p.parent / "configs").is_dir() and any(f",dtype={DTYPE_TAGS[input_type]}," in f.name
                                                                for f in (p.parent / "configs").iterdir())]
     if not folders:
-        tried = ", ".join(str(p) for p in loaders)
+        tried = ", ".join(str(p) for p in modules)
         raise InstallError(f"engine: {engine}: cannot tell where {label} at {root} reads W8A8 block "
-                           f"{LOG_KINDS[input_type]} configs: none of {tried} defines {function}, and no configs "
+                           f"{INPUT_LABELS[input_type]} configs: none of {tried} defines {function}, and no configs "
                            f"folder beside them holds such files; copy the files to the folder its log names "
                            f"(\"Config file not found at ...\")")
     return folders
@@ -248,7 +243,7 @@ def describe(copy: Copy) -> str:
 def summary(copies: list[Copy], device_name: str, input_type: str) -> str:
     """What to tell the user after an install: each file the engines read, and how to see that they do."""
     lines = [describe(c) for c in copies]
-    kind = LOG_KINDS[input_type]
+    kind = INPUT_LABELS[input_type]
     lines.append(f"on a GPU named {device_name} (torch.cuda.get_device_name(), spaces as '_'); restart the engine, "
                  f"whose log then says \"Using configuration from <file> for W8A8 Block {kind} kernel.\" for each "
                  f"(\"Using default W8A8 Block {kind} kernel config ... Config file not found at <file>\" where it "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from kernels.knobs import SPLIT_K_VALUES
@@ -27,6 +29,9 @@ DTYPE_TAGS = {"fp8": "fp8_w8a8", "int8": "int8_w8a8"}
 
 # The engines, in the order `engine: both` writes and compare_dir looks for their files.
 ENGINES = ("vllm", "sglang")
+# How the engines and the operand types are named in messages (and in the engines' logs: "W8A8 Block FP8").
+ENGINE_LABELS = {"vllm": "vLLM", "sglang": "SGLang"}
+INPUT_LABELS = {"fp8": "FP8", "int8": "INT8"}
 
 # What separates block_n and block_k in `block_shape=[...]`, as each engine's loader spells it:
 #   vLLM  fp8  get_w8a8_block_fp8_configs   (vllm/model_executor/layers/quantization/utils/fp8_utils.py)  [128,128]
@@ -52,6 +57,31 @@ def config_file_name(N: int, K: int, device_name: str, block_shape, *, input_typ
     sep = BLOCK_SHAPE_SEPARATORS[(engine, input_type)]
     return (f"N={N},K={K},device_name={device_name},dtype={DTYPE_TAGS[input_type]},"
             f"block_shape=[{block_n}{sep}{block_k}].json")
+
+
+# config_file_name's names read back; which engine spells the block shape so is found by building the name again.
+_FILE_NAME = re.compile(r"N=(\d+),K=(\d+),device_name=([^,/]+),dtype=(\w+),block_shape=\[(\d+), ?(\d+)\]\.json$")
+
+
+@dataclass(frozen=True)
+class ConfigFileName:
+    N: int
+    K: int
+    device_name: str
+    input_type: str
+    block_shape: tuple[int, int]
+    engines: tuple[str, ...]  # whose loader builds exactly this name
+
+
+def parse_config_file_name(name: str) -> ConfigFileName | None:
+    """What an engine's config file name says (config_file_name read back), or None for another name."""
+    m = _FILE_NAME.match(name)
+    input_type = next((t for t, tag in DTYPE_TAGS.items() if m and tag == m[4]), None)
+    if input_type is None:
+        return None
+    N, K, block_shape = int(m[1]), int(m[2]), (int(m[5]), int(m[6]))
+    engines = tuple(engines_reading(name, N, K, m[3], block_shape, input_type=input_type))
+    return ConfigFileName(N, K, m[3], input_type, block_shape, engines) if engines else None
 
 
 def config_file_names(N: int, K: int, device_name: str, block_shape, *, input_type: str, engine: str) -> list[str]:

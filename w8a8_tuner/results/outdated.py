@@ -9,11 +9,11 @@ the TSVs it was made from stay, so setting the config back makes it again withou
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from w8a8_tuner.results.files import sha256_of, write_atomic
+from w8a8_tuner.results.naming import parse_config_file_name
 
 # The names the aggregate step writes (results.naming): only such files are ever moved.
 CONFIG_FILE_GLOB = "N=*,K=*,device_name=*.json"
@@ -27,8 +27,8 @@ def outdated_files(folder, current: Iterable) -> list[Path]:
 
 def why_outdated(name: str, shapes: Iterable[tuple[int, int]], settings: str) -> str:
     """Why the current settings do not make a file of this name; `settings` names the ones that spell it."""
-    m = re.match(r"N=(\d+),K=(\d+),", name)
-    if m and (int(m[1]), int(m[2])) in set(shapes):
+    parsed = parse_config_file_name(name)
+    if parsed and (parsed.N, parsed.K) in set(shapes):
         return f"not made by the current settings (not the name {settings} gives this shape)"
     return "not made by the current settings (a shape they do not tune)"
 

@@ -78,7 +78,6 @@ assert tuple(f.name for f in fields(Config)) == ALL_PARAMS
 # num_stages of that fallback per engine and operand type: vLLM's fp8_utils.py uses 2, its int8_utils.py 3;
 # SGLang's fp8_kernel.py and int8_kernel.py (w8a8_block_{fp8,int8}_matmul) 3. The rest is alike.
 DEFAULT_NUM_STAGES = {("vllm", "fp8"): 2, ("vllm", "int8"): 3, ("sglang", "fp8"): 3, ("sglang", "int8"): 3}
-ENGINE_TITLES = {"vllm": "vLLM", "sglang": "SGLang"}
 
 
 def vllm_default_config(block_shape, *, input_type: str) -> Config:

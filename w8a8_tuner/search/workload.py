@@ -48,7 +48,6 @@ class Workload:
     weights: list              # [(B, Bs)] and its copies
     out: torch.Tensor          # the output the launchers write by default
     kernels: Kernels           # the Triton functions launched (kernels.engines: builtin or an engine's)
-    bound_launches: bool = True  # launch through kernels.block_fp8.bind_block_fp8 where it can
     _calls: dict = field(default_factory=dict, repr=False)  # per config, its bound call (Workload.call)
     _bound: dict = field(default_factory=dict, repr=False)  # per config, whether that call is a bound launch
 
@@ -84,7 +83,7 @@ class Workload:
             A, As, block_shape, kernels, entry = self.ops.A, self.ops.As, self.ops.block_shape, self.kernels, \
                 config.as_dict()
             B, Bs = self.weights[0]
-            bound = bind_block_fp8(kernels, A, B, self.out, As, Bs, block_shape, entry) if self.bound_launches else None
+            bound = bind_block_fp8(kernels, A, B, self.out, As, Bs, block_shape, entry)
             self._calls[config] = bound or (
                 lambda B, Bs, C: run_block_fp8(kernels, A, B, C, As, Bs, block_shape, entry))
             self._bound[config] = bound is not None

@@ -18,22 +18,21 @@ from w8a8_tuner.search.status import OK, error_note
 _STAGE_RANK = {"remeasure": 0, "screen": 1, "estimate": 2}
 
 
-def plain_winners(tsvs: dict[int, str]) -> dict[int, Config]:
-    """Per batch size, the point's best config without a Hopper knob (its TSV's best_plain), where the point
-    tuned configs with knobs."""
-    out = {}
+def read_points(tsvs: dict[int, str]) -> tuple[dict[int, object], dict[int, Config]]:
+    """The point TSVs of a shape, each read (and checked) once: per batch size its rows, and its best config
+    without a Hopper knob (best_plain) where the point tuned configs with knobs."""
+    rows, plain = {}, {}
     for M, path in tsvs.items():
-        meta, _ = read_tsv(path)
+        meta, rows[M] = read_tsv(path)
         if "best_plain" in meta:
-            out[M] = Config.from_label(meta["best_plain"])
-    return out
+            plain[M] = Config.from_label(meta["best_plain"])
+    return rows, plain
 
 
-def spot_check_configs(tsv_path, timed: set, runner_ups: int, random_k: int, seed: int) -> list[Config]:
-    """The `runner_ups` next-best configs of the point's TSV (furthest stage first, then time) and
+def spot_check_configs(df, timed: set, runner_ups: int, random_k: int, seed: int) -> list[Config]:
+    """The `runner_ups` next-best configs of a point's TSV rows (read_tsv; furthest stage first, then time) and
     `random_k` other configs drawn at random among those that ran right at the point; none of `timed` (the
     configs timed as contenders of their own)."""
-    _, df = read_tsv(tsv_path)
     ok = df[(df["status"] == OK) & ~df["config"].isin(timed)].copy()
     ok["rank"] = ok["stage"].map(_STAGE_RANK)
     ranked = list(ok.sort_values(["rank", "time_us"])["config"])

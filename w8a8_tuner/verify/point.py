@@ -33,7 +33,7 @@ from w8a8_tuner.results.naming import (
 )
 from w8a8_tuner.search.space import Config, engine_default_config
 from w8a8_tuner.search.status import MAX_RELATIVE_ERROR, OK, WRONG_RESULT, error_note, launch_failure
-from w8a8_tuner.verify.contenders import plain_winners
+from w8a8_tuner.verify.contenders import read_points
 from w8a8_tuner.verify.table import CONTENDERS, MISSING, SKIPPED, UNSUPPORTED, add_ratios, write_rows
 
 
@@ -68,7 +68,7 @@ class ShapeInputs:
     N: int
     K: int
     tuned: dict[int, Config]
-    tsvs: dict[int, str] = field(default_factory=dict)  # the point TSVs the tuned configs came from
+    rows: dict = field(default_factory=dict)  # per batch size, the rows of the TSV its tuned config came from
     plain: dict[int, Config] = field(default_factory=dict)  # per point, the best config without a knob (TSVs)
     compare: dict[int, Config] | None = None
     compare_file: str = ""
@@ -102,8 +102,8 @@ def verify_point(shape: ShapeInputs, M: int, settings: VerifySettings, backend, 
         "compare": pick_config(shape.compare, M) if shape.compare else None,
         "plain": shape.plain.get(M),
     }
-    spots = (spot_check_configs(shape.tsvs[M], {tuned, shape.plain.get(M)}, settings.runner_ups,
-                                settings.spot_random, settings.seed + M) if M in shape.tsvs else [])
+    spots = (spot_check_configs(shape.rows[M], {tuned, shape.plain.get(M)}, settings.runner_ups,
+                                settings.spot_random, settings.seed + M) if M in shape.rows else [])
     configs.update({f"spot{i + 1}": c for i, c in enumerate(spots)})
 
     # The kernel each config entry selects as SGLang selects it (the interpreter runs either kernel anywhere).
@@ -256,8 +256,9 @@ def verify_job(out_tsv: str, N: int, K: int, tuned_json: str, tsvs: dict[int, st
         compare_file = compare_file_for(compare_dir, N, K, device_name, block_shape, input_type=input_type)
         spelling = " and ".join(engines_reading(os.path.basename(compare_file), N, K, device_name, block_shape,
                                                 input_type=input_type)) if compare_file else ""
+        rows, plain = read_points(tsvs)
         shape = ShapeInputs(
-            N=N, K=K, tuned=load_config_file(tuned_json), tsvs=tsvs, plain=plain_winners(tsvs),
+            N=N, K=K, tuned=load_config_file(tuned_json), rows=rows, plain=plain,
             compare=load_config_file(compare_file) if compare_file else None,
             compare_file=compare_file or (missing_compare_files(compare_dir, N, K, device_name, block_shape, input_type)
                                           if compare_dir else ""),

@@ -13,7 +13,8 @@ import pandas as pd
 
 from kernels.blocks import cdiv
 from w8a8_tuner.results.files import write_atomic
-from w8a8_tuner.search.space import ENGINE_TITLES, default_owner
+from w8a8_tuner.results.naming import ENGINE_LABELS
+from w8a8_tuner.search.space import default_owner
 from w8a8_tuner.search.status import OK
 
 # A spot-check config faster than the tuned one by more than this is a search miss worth reporting.
@@ -25,7 +26,7 @@ OTHERS = {"default": "vLLM default", "compare": "compare_dir", "cublas": "cuBLAS
 
 def others(engine: str = "vllm") -> dict[str, str]:
     """The other contenders' names, the default named by whose it is (the engine tuned for)."""
-    return {**OTHERS, "default": f"{ENGINE_TITLES[default_owner(engine)]} default"}
+    return {**OTHERS, "default": f"{ENGINE_LABELS[default_owner(engine)]} default"}
 _SHORT = {"wrong_result": "wrong", "unsupported": "unsup.", "skipped": "skipped", "missing": "missing",
           "launch_error": "error", "out_of_resources": "no smem", "compile_error": "error"}
 SUMMARY_COLUMNS = (

@@ -13,10 +13,11 @@ from w8a8_tuner.plan.config import (ConfigFileProblem, apply_aliases, check_whol
 from w8a8_tuner.plan.settings import result_settings, settings_point, settings_text, verify_settings
 from w8a8_tuner.plan.sweep import NO_DEVICE, ConfigError, detect_device_name, make_plan
 from w8a8_tuner.results.aggregate import stale_reason
-from w8a8_tuner.results.naming import compare_file_for, config_file_names, engines_reading, runs_knobs
+from w8a8_tuner.results.naming import (ENGINE_LABELS, compare_file_for, config_file_names, engines_reading,
+                                      runs_knobs)
 from w8a8_tuner.results.outdated import outdated_files, why_outdated
 from w8a8_tuner.search.compile import specialization_key, target_arch
-from w8a8_tuner.search.space import ENGINE_TITLES, default_owner, engine_default_config
+from w8a8_tuner.search.space import default_owner, engine_default_config
 
 
 # --- configuration: files read strictly, --config values as YAML, schema with defaults --------
@@ -336,7 +337,7 @@ COMPARE_DIR = config["compare_dir"]
 VERIFY = f"{RESULTS}/verify/{verify_settings(SETTINGS, config['verify_settings'], COMPARE_DIR, PLAN.engine)['fingerprint']}"
 # Whose default config verify times: the engine tuned for (w8a8_tuner.search.space.engine_default_config); the
 # report's captions name it and its values.
-DEFAULT_ENGINE = ENGINE_TITLES[default_owner(PLAN.engine)]
+DEFAULT_ENGINE = ENGINE_LABELS[default_owner(PLAN.engine)]
 DEFAULT_TITLE = f"{DEFAULT_ENGINE} default"
 DEFAULT_CONFIG = ", ".join(f"{k}={v}" for k, v in engine_default_config(
     PLAN.engine, PLAN.block_shape, input_type=PLAN.input_type).as_dict().items())

@@ -3,7 +3,6 @@
 # install.existing says backup or merge, and print which file the engine reads for every shape.
 # w8a8_tuner.results.install does the work.
 from w8a8_tuner.results.install import (
-    ENGINE_LABELS,
     InstallError,
     config_folders,
     install,
@@ -11,7 +10,7 @@ from w8a8_tuner.results.install import (
     summary,
     tuned_files,
 )
-from w8a8_tuner.results.naming import engines_of
+from w8a8_tuner.results.naming import ENGINE_LABELS, engines_of
 
 localrules:
     install,

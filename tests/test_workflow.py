@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -39,9 +40,12 @@ def test_end_to_end_and_nothing_left_to_do(workdir):
     check_outputs(workdir)
     assert job_count(run.stderr, "tune") == len(SHAPES) * len(BATCHES)
     assert job_count(run.stderr, "aggregate") == len(SHAPES)
-    # One line per finished point: shape, batch size, winner, time, points done, time left.
-    lines = [line for line in run.stderr.splitlines() if line.startswith("tuned N=")]
-    assert len(lines) == len(SHAPES) * len(BATCHES)
+    # One line per finished point: shape, batch size, winner, time, points done, time left. Found anywhere on a
+    # line: Snakemake writes a multi-line message and its final newline apart, and a job's line can fall between.
+    lines = re.findall(r"tuned N=\d+ K=\d+ M=\d+: [^\n]*", run.stderr)
+    points = sorted(tuple(int(v) for v in re.match(r"tuned N=(\d+) K=(\d+) M=(\d+)", line).groups())
+                    for line in lines)
+    assert points == sorted((n, k, m) for n, k in SHAPES for m in BATCHES), lines
     assert any(f"| {len(SHAPES) * len(BATCHES)}/{len(SHAPES) * len(BATCHES)} points" in line for line in lines)
     assert any("left" in line for line in lines)
     again = snakemake(workdir, "--cores", "2")
